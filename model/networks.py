@@ -1,0 +1,85 @@
+"""The discriminator (a key-value memory network) and the generator of MB-NMRN."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from model.config import ModelConfig
+from model.memory import MemoryWriter, distance, make_aggregator, read, read_attention
+
+
+def _init_normal(module: nn.Module, std: float, generator: torch.Generator) -> None:
+    """N(0, std^2) for every parameter except the conv kernel and bias (see ConvAggregator)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.startswith("aggregator.") and isinstance(module, Discriminator):
+                if module.config.aggregator == "conv":
+                    continue
+            p.normal_(0.0, std, generator=generator)
+
+
+class Discriminator(nn.Module):
+    """User/item embeddings, key memory, memory writer and market aggregator (Eq. 1-4, 15-20).
+
+    The value memory itself is state, not a parameter: the trainer owns it and passes
+    it in. `initial_values` is M^v_0, the memory before the first write.
+    """
+
+    def __init__(
+        self, config: ModelConfig, users: int, items: int, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        r, slots = config.dim, config.slots
+        self.config = config
+        self.users = nn.Parameter(torch.empty(users, r))  # A, N x r
+        self.items = nn.Parameter(torch.empty(items, r))  # B, M x r
+        self.keys = nn.Parameter(torch.empty(slots, r))  # M^k, L x r
+        self.writer = MemoryWriter(r)
+        self.aggregator = make_aggregator(config.aggregator, r, config.window)
+        self.register_buffer("initial_values", torch.empty(slots, r))  # M^v_0, L x r
+        _init_normal(self, config.init_std, generator)
+        self.initial_values.normal_(0.0, config.init_std, generator=generator)
+
+    def read_users(self, users: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Memory-enhanced vectors p (B, r) and read attention (B, L) for user rows (B,)."""
+        attention = read_attention(self.users[users], self.keys)  # B x L
+        return read(attention, values), attention
+
+    def write(self, values: Tensor, users: Tensor, items: Tensor) -> Tensor:
+        """One batch-wise write of a window's interactions into the value memory (Eq. 15-20)."""
+        attention = read_attention(self.users[users], self.keys)  # n x L
+        market, market_attention = self.aggregator(self.items[items], attention, values)
+        return self.writer(values, market, market_attention)
+
+    def distances(self, p: Tensor, items: Tensor) -> Tensor:
+        """d(u, v) for p (B, r) and item rows (B,) or (B, J) -> (B,) or (B, J)."""
+        v = self.items[items]
+        if items.dim() == 2:
+            p = p.unsqueeze(1)
+        return distance(p, v)
+
+
+def _tower(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+
+class Generator(nn.Module):
+    """Negative sampler: own embeddings E, F, one MLP tower each, distance in tower space."""
+
+    def __init__(
+        self, config: ModelConfig, users: int, items: int, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        r = config.dim
+        self.users = nn.Parameter(torch.empty(users, r))  # E
+        self.items = nn.Parameter(torch.empty(items, r))  # F
+        self.user_tower = _tower(r, config.generator_hidden)
+        self.item_tower = _tower(r, config.generator_hidden)
+        _init_normal(self, config.init_std, generator)
+
+    def distances(self, users: Tensor, candidates: Tensor) -> Tensor:
+        """d_G for user rows (H,) against candidate rows (H, J) -> (H, J)."""
+        u = self.user_tower(self.users[users])  # H x r
+        v = self.item_tower(self.items[candidates])  # H x J x r
+        return distance(u.unsqueeze(1), v)

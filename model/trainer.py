@@ -1,0 +1,251 @@
+"""Algorithm 1's loop body for one window: evaluate, sample, update D and G, write memory."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from model.config import ModelConfig
+from model.growth import grow_rows, grown_capacity
+from model.history import InteractionHistory
+from model.networks import Discriminator, Generator
+
+_CHUNK = 128  # rows per chunk when gathering candidate embeddings (chunk x C x r floats)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """What one trained window did. Online metrics are over the window's interactions
+    whose user and item were known before it (test-then-train)."""
+
+    window: int  # index of this window, 0-based
+    size: int  # interactions trained
+    d_loss: float  # hinge loss (Eq. 21), mean over the window
+    g_loss: float  # REINFORCE surrogate loss of the generator
+    active: float  # share of interactions whose hinge is positive
+    evaluated: int  # interactions scored before training
+    hits: int  # of those, positives ranked in the top K among the candidates
+    ndcg: float  # sum over evaluated interactions of 1/log2(rank+2) for hits
+    seconds: float
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.evaluated if self.evaluated else float("nan")
+
+    @property
+    def mean_ndcg(self) -> float:
+        return self.ndcg / self.evaluated if self.evaluated else float("nan")
+
+
+def window_seed(seed: int, window: int) -> int:
+    """A generator seed per window, so a resumed run samples what an unbroken one would."""
+    return (seed * 1_000_003 + window * 7_919 + 17) % (2**63 - 1)
+
+
+class WindowTrainer:
+    """The single writer of an MB-NMRN model: trains window by window on row ids.
+
+    External ids are mapped to rows by the caller (see `model.recommender`); rows
+    beyond the current tables make them grow. Randomness is drawn from a generator
+    seeded by (seed, window), so training is reproducible across restarts.
+    """
+
+    def __init__(
+        self, config: ModelConfig, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.device = torch.device(device)
+        init = torch.Generator(device="cpu").manual_seed(seed)
+        self.d = Discriminator(config, 0, 0, init).to(self.device)
+        self.g = Generator(config, 0, 0, init).to(self.device)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr)
+        self.history = InteractionHistory(device=self.device)
+        self.n_users = 0
+        self.n_items = 0
+        self.windows = 0
+        # The value memory as state: M_t = write(base_values, base window) (see SPEC.md).
+        self.base_values: Tensor | None = None  # L x r, detached
+        self.base_users = torch.empty(0, dtype=torch.long, device=self.device)
+        self.base_items = torch.empty(0, dtype=torch.long, device=self.device)
+        self._current: Tensor | None = None
+
+    # ---- growth -------------------------------------------------------------------------
+
+    def grow(self, n_users: int, n_items: int) -> None:
+        """Make room for rows [0, n_users) and [0, n_items); learned rows stay as they are."""
+        gen = torch.Generator(device=self.device).manual_seed(window_seed(self.seed, -1 - self.windows))
+        std = self.config.init_std
+        users_cap = grown_capacity(self.d.users.shape[0], n_users)
+        items_cap = grown_capacity(self.d.items.shape[0], n_items)
+        for net, opt in ((self.d, self.opt_d), (self.g, self.opt_g)):
+            grow_rows(net, "users", users_cap, opt, std, gen)
+            grow_rows(net, "items", items_cap, opt, std, gen)
+        self.n_users = max(self.n_users, n_users)
+        self.n_items = max(self.n_items, n_items)
+
+    # ---- memory -------------------------------------------------------------------------
+
+    def memory(self, grad: bool = False) -> Tensor:
+        """Value memory for the next window (L, r): the last window written into its base."""
+        if self.base_values is None:
+            return self.d.initial_values
+        if grad:
+            return self.d.write(self.base_values, self.base_users, self.base_items)
+        if self._current is None:
+            with torch.no_grad():
+                self._current = self.d.write(self.base_values, self.base_users, self.base_items)
+        return self._current
+
+    # ---- one window ---------------------------------------------------------------------
+
+    def train_window(
+        self,
+        users: Tensor,
+        items: Tensor,
+        *,
+        eval_candidates: int = 1000,
+        eval_k: int = 10,
+    ) -> WindowReport:
+        """Score, then train on, one window of interactions given as row ids (H,) each."""
+        start = time.perf_counter()
+        users = users.to(self.device, torch.long)
+        items = items.to(self.device, torch.long)
+        if users.numel() == 0:
+            raise ValueError("a window needs at least one interaction")
+        known = (users < self.n_users) & (items < self.n_items)
+        n_items_known = self.n_items
+        self.grow(int(users.max()) + 1, int(items.max()) + 1)
+        rng = torch.Generator(device=self.device).manual_seed(window_seed(self.seed, self.windows))
+
+        # read memory: M_t, with the gradient flowing into the write that made it
+        values = self.memory(grad=True)
+
+        # test-then-train: rank each known positive among sampled candidates
+        with torch.no_grad():
+            hits, ndcg, evaluated = self._evaluate(
+                users[known], items[known], values, n_items_known, eval_candidates, eval_k, rng
+            )
+
+        # sample negatives: J candidates per interaction, one picked by the generator
+        negatives, logp = self._sample_negatives(users, items, rng)
+
+        # discriminator step: hinge loss (Eq. 21)
+        p, _ = self.d.read_users(users, values)
+        d_pos = self.d.distances(p, items)
+        d_neg = self.d.distances(p, negatives)
+        hinge = torch.relu(self.config.margin + d_pos - d_neg)
+        d_loss = hinge.mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+        # generator step: REINFORCE with reward -d_D(u, v-) (Eq. 12-14)
+        reward = -d_neg.detach()
+        if self.config.reward_baseline:
+            reward = reward - reward.mean()
+        g_loss = -(reward * logp).mean()
+        if logp.requires_grad:
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+
+        # write memory: this window becomes the base of the next window's memory
+        self.base_values = values.detach()
+        self.base_users, self.base_items = users, items
+        self._current = None
+        self.history.add(users, items)
+        self.windows += 1
+        return WindowReport(
+            window=self.windows - 1,
+            size=int(users.numel()),
+            d_loss=float(d_loss.detach()),
+            g_loss=float(g_loss.detach()),
+            active=float((hinge > 0).float().mean()),
+            evaluated=evaluated,
+            hits=hits,
+            ndcg=ndcg,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _sample_negatives(
+        self, users: Tensor, items: Tensor, rng: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """One negative per interaction (H,) and its log-probability under G (H,)."""
+        h, j = users.numel(), self.config.candidates
+        cands = torch.randint(0, self.n_items, (h, j), generator=rng, device=self.device)
+        invalid = self.history.contains(users[:, None], cands) | (cands == items[:, None])
+        invalid &= ~invalid.all(dim=1, keepdim=True)  # tiny catalogues: allow anything
+        if self.config.use_generator:
+            logits = -self.g.distances(users, cands)  # H x J
+        else:
+            logits = torch.zeros(h, j, device=self.device)
+        logits = logits.masked_fill(invalid, float("-inf"))
+        log_probs = torch.log_softmax(logits, dim=1)
+        choice = torch.multinomial(log_probs.detach().exp(), 1, generator=rng)  # H x 1
+        return cands.gather(1, choice).squeeze(1), log_probs.gather(1, choice).squeeze(1)
+
+    def _evaluate(
+        self,
+        users: Tensor,
+        items: Tensor,
+        values: Tensor,
+        n_items: int,
+        candidates: int,
+        k: int,
+        rng: torch.Generator,
+    ) -> tuple[int, float, int]:
+        """Hits@k, summed NDCG@k and count for positives ranked among sampled candidates.
+
+        Candidates are uniform over the known items, minus the user's own items; ties
+        count against the positive.
+        """
+        n = users.numel()
+        if n == 0 or n_items < 2 or candidates < 2:
+            return 0, 0.0, 0
+        cands = torch.randint(0, n_items, (n, candidates - 1), generator=rng, device=self.device)
+        invalid = self.history.contains(users[:, None], cands) | (cands == items[:, None])
+        p, _ = self.d.read_users(users, values)
+        d_pos = self.d.distances(p, items)  # n
+        ranks = torch.empty(n, dtype=torch.long, device=self.device)
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            d_c = self.d.distances(p[lo:hi], cands[lo:hi])  # chunk x (C - 1)
+            beats = (d_c <= d_pos[lo:hi, None]) & ~invalid[lo:hi]
+            ranks[lo:hi] = beats.sum(dim=1)
+        hit = ranks < k
+        gains = torch.where(hit, 1.0 / torch.log2(ranks.double() + 2.0), 0.0)
+        return int(hit.sum()), float(gains.sum()), n
+
+    # ---- top-K --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def top_k(self, users: Tensor, k: int, exclude_seen: bool = False) -> tuple[Tensor, Tensor]:
+        """The k nearest items (U, k) and their scores -d (U, k) for user rows (U,).
+
+        With exclude_seen, a user's own items are left out; a row then holds fewer than
+        k valid items only when the catalogue is that small (score -inf marks padding).
+        """
+        users = users.to(self.device, torch.long)
+        k = min(k, self.n_items)
+        values = self.memory()
+        p, _ = self.d.read_users(users, values)  # U x r
+        catalogue = self.d.items[: self.n_items]
+        out_items, out_scores = [], []
+        for lo in range(0, users.numel(), 1024):
+            d = torch.cdist(p[lo : lo + 1024], catalogue)  # chunk x M
+            if exclude_seen:
+                rows, seen = self.history.items_of(users[lo : lo + 1024])
+                d[rows, seen] = math.inf
+            scores, idx = torch.topk(-d, k, dim=1)
+            out_items.append(idx)
+            out_scores.append(scores)
+        if not out_items:
+            empty = torch.empty(0, k, device=self.device)
+            return empty.long(), empty
+        return torch.cat(out_items), torch.cat(out_scores)

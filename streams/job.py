@@ -1,0 +1,364 @@
+"""The trainer: consume, validate, window, train, publish, checkpoint, acknowledge.
+
+It is the single writer of the model. It reads the input topic with its own batched
+aiokafka consumer (manually assigned to every partition, so no group rebalance can
+interrupt a window) because Faust's per-event stream path tops out near 5k events/s
+here (../shared/BROKER.md). Per window, in this order:
+
+1. score the window with the model as it stands (online test-then-train metrics),
+2. one discriminator/generator step and one memory write,
+3. publish top-K lists for the window's users, metrics, and pending dead letters,
+   and wait until the broker has them,
+4. write one atomic checkpoint: model, optimisers, memory, vocabularies, offsets,
+5. commit the offsets to the consumer group (monitoring only: the checkpoint is the
+   source of truth, and on restart records below its offsets are skipped).
+
+A crash anywhere before 4 retrains the same window on restart with the same seeds,
+so the model ends as if nothing had happened; lists and dead letters of that window
+may be published twice (at least once, identical contents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from infra.topics import TopicSpec, ensure_topics
+from model.recommender import Recommender
+from model.trainer import WindowReport
+from streams.checkpoint import Checkpoint, CheckpointStore
+from streams.records import dead_letter_value, parse_values
+from streams.settings import Settings
+from streams.windowing import Window, WindowBuffer, partition_key, select
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = ("events_trained", "dead_letters", "redelivered_skipped", "filtered", "evaluated",
+             "hits")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StreamTrainer:
+    """The stream job without Faust: usable from tests, benchmarks and the Faust service."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = settings.torch_device()
+        self.recommender = Recommender(settings.model_config(), settings.seed, self.device)
+        self.buffer = WindowBuffer(settings.window_size)
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self.ndcg_sum = 0.0
+        self.dead_letter_reasons: dict[str, int] = {}
+        self.last_report: WindowReport | None = None
+        self.started_at = time.time()
+        self._lock = threading.Lock()  # guards the recommender: trainer thread vs queries
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mbnmrn-train")
+        self._pending: list[asyncio.Future] = []
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._trainable = settings.train_event_types.__contains__
+        self.store: CheckpointStore | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._last_info = 0.0
+        self.checkpointed_offsets: dict[str, int] = {}
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create missing topics, restore the newest checkpoint, connect and seek."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._ensure_topics)
+        self.store = CheckpointStore(s.checkpoint_dir, keep=s.checkpoint_keep)
+        await loop.run_in_executor(self._pool, self._restore)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=5,
+            max_request_size=4 * 1024 * 1024,
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        await self._assign()
+
+    def _ensure_topics(self) -> None:
+        s = self.settings
+        specs = [
+            TopicSpec(s.input_topic, partitions=s.input_partitions),
+            TopicSpec(s.dlq_topic, partitions=s.output_partitions),
+            TopicSpec(s.recommendations_topic, partitions=s.output_partitions),
+            TopicSpec(s.metrics_topic, partitions=1),
+        ]
+        created = ensure_topics(s.kafka_bootstrap_servers, specs)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+
+    def _restore(self) -> None:
+        assert self.store is not None
+        ckpt = self.store.load_latest()
+        if ckpt is None:
+            log.info("no checkpoint in %s: starting a new model", self.store.path)
+            return
+        self.recommender = Recommender.from_state(
+            ckpt.tensors, ckpt.meta, ckpt.blobs, device=self.device
+        )
+        self.buffer.consumed = dict(ckpt.offsets)
+        self.checkpointed_offsets = dict(ckpt.offsets)
+        for name in _COUNTERS:
+            self.counters[name] = ckpt.counters.get(name, 0)
+        self.ndcg_sum = ckpt.counters.get("ndcg_micro", 0) / 1e6
+        log.info(
+            "restored checkpoint: window %d, %d users, %d items, offsets %s",
+            ckpt.window, len(self.recommender.users), len(self.recommender.items), ckpt.offsets,
+        )
+
+    async def _assign(self) -> None:
+        assert self.consumer is not None
+        topic = self.settings.input_topic
+        await self.consumer.topics()
+        partitions = sorted(self.consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise RuntimeError(f"topic {topic!r} has no partitions")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        for tp in tps:
+            offset = self.buffer.consumed.get(partition_key(tp.topic, tp.partition))
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info("trainer assigned %s partitions %s; resuming at %s", topic, partitions,
+                 self.buffer.consumed or "the beginning")
+
+    async def stop(self) -> None:
+        """Finish the window in progress, then close everything."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                await client.stop()
+        self._pool.shutdown(wait=True)
+        if self.store is not None:
+            self.store.close()
+
+    # ---- main loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until stop() is called; trains each window as it fills or times out."""
+        assert self.consumer is not None
+        flush_s = self.settings.flush_seconds
+        try:
+            while not self._stopping.is_set():
+                timeout = 0.5
+                if self.buffer.opened_at is not None:
+                    left = flush_s - (time.monotonic() - self.buffer.opened_at)
+                    timeout = min(timeout, max(left, 0.01))
+                batches = await self.consumer.getmany(
+                    timeout_ms=int(timeout * 1000), max_records=self.settings.window_size
+                )
+                windows: list[Window] = []
+                for tp, records in batches.items():
+                    windows += self._ingest(tp, records)
+                for window in windows:
+                    await self._process(window)
+                if self.buffer.due(flush_s):
+                    window = self.buffer.flush()
+                    if window is not None:
+                        await self._process(window)
+        finally:
+            self._stopped.set()
+
+    def _ingest(self, tp: TopicPartition, records: list[Any]) -> list[Window]:
+        """Validate one partition's records; dead-letter the bad ones; buffer the rest."""
+        key = partition_key(tp.topic, tp.partition)
+        floor = self.buffer.consumed.get(key, 0)
+        fresh = [r for r in records if r.offset >= floor]
+        self.counters["redelivered_skipped"] += len(records) - len(fresh)
+        if not fresh:
+            return []
+        events, rejections = parse_values([r.value for r in fresh])
+        for rej in rejections:
+            rec = fresh[rej.position]
+            self._dead_letter(rec, rej.reason, rej.detail)
+        trainable = select(events, self._trainable)
+        self.counters["filtered"] += len(events) - len(trainable)
+        return self.buffer.feed(
+            key, [r.offset for r in fresh], trainable, [r.timestamp for r in fresh]
+        )
+
+    def _dead_letter(self, rec: Any, reason: Any, detail: str) -> None:
+        assert self.producer is not None
+        value = dead_letter_value(
+            rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+            reason=reason, detail=detail, timestamp_ms=rec.timestamp,
+        )
+        self._pending.append(
+            asyncio.ensure_future(self.producer.send(self.settings.dlq_topic, value, key=rec.key))
+        )
+        self.counters["dead_letters"] += 1
+        code = getattr(reason, "value", str(reason))
+        self.dead_letter_reasons[code] = self.dead_letter_reasons.get(code, 0) + 1
+        log.debug("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, code)
+
+    async def _process(self, window: Window) -> None:
+        loop = asyncio.get_running_loop()
+        report, lists = await loop.run_in_executor(self._pool, self._train, window)
+        await self._publish(window, report, lists)
+        await loop.run_in_executor(self._pool, self._checkpoint, window)
+        await self._commit(window)
+        self._log_window(report, window)
+
+    def _train(self, window: Window) -> tuple[WindowReport, dict[str, list]]:
+        s = self.settings
+        with self._lock:
+            report = self.recommender.train_window(
+                window.user_ids, window.item_ids,
+                eval_candidates=s.eval_candidates, eval_k=s.eval_k,
+            )
+            lists = self.recommender.recommend(window.user_ids, s.top_k, s.exclude_purchased)
+        self.last_report = report
+        self.counters["events_trained"] += report.size
+        self.counters["evaluated"] += report.evaluated
+        self.counters["hits"] += report.hits
+        self.ndcg_sum += report.ndcg
+        return report, lists
+
+    async def _publish(self, window: Window, report: WindowReport, lists: dict) -> None:
+        assert self.producer is not None
+        s, version, now = self.settings, self.recommender.windows, _now_iso()
+        sends = []
+        for user, recs in lists.items():
+            value = {
+                "user_id": user,
+                "items": [{"item_id": r.item_id, "score": r.score} for r in recs],
+                "model_version": version,
+                "window": report.window,
+                "generated_at": now,
+            }
+            sends.append(self.producer.send(
+                s.recommendations_topic, json.dumps(value).encode(), key=user.encode()
+            ))
+        metrics = self.metrics(report, len(lists))
+        sends.append(self.producer.send(s.metrics_topic, json.dumps(metrics).encode()))
+        futures = await asyncio.gather(*sends)
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*futures, *pending)
+
+    def _checkpoint(self, window: Window) -> None:
+        assert self.store is not None
+        with self._lock:
+            tensors, meta, blobs = self.recommender.state()
+        counters = {**self.counters, "ndcg_micro": int(round(self.ndcg_sum * 1e6))}
+        self.store.save(Checkpoint(
+            window=self.recommender.windows, offsets=dict(window.offsets), tensors=tensors,
+            meta=meta, blobs=blobs, counters=counters,
+        ))
+        self.checkpointed_offsets = dict(window.offsets)
+
+    async def _commit(self, window: Window) -> None:
+        assert self.consumer is not None
+        offsets = {}
+        for key, offset in window.offsets.items():
+            topic, _, partition = key.rpartition("/")
+            offsets[TopicPartition(topic, int(partition))] = offset
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # the checkpoint already holds these offsets
+            log.warning("offset commit failed (%s); the checkpoint still covers them", exc)
+
+    # ---- reporting ----------------------------------------------------------------------
+
+    def metrics(self, report: WindowReport, published: int) -> dict[str, Any]:
+        c, k = self.counters, self.settings.eval_k
+        evaluated = c["evaluated"]
+        return {
+            "window": report.window,
+            "model_version": self.recommender.windows,
+            "size": report.size,
+            "d_loss": report.d_loss,
+            "g_loss": report.g_loss,
+            "evaluated": report.evaluated,
+            f"hr@{k}": report.hit_rate if report.evaluated else None,
+            f"ndcg@{k}": report.mean_ndcg if report.evaluated else None,
+            "cumulative": {
+                "evaluated": evaluated,
+                f"hr@{k}": c["hits"] / evaluated if evaluated else None,
+                f"ndcg@{k}": self.ndcg_sum / evaluated if evaluated else None,
+            },
+            "events_trained": c["events_trained"],
+            "dead_letters": c["dead_letters"],
+            "lists_published": published,
+            "train_seconds": report.seconds,
+            "generated_at": _now_iso(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        c, k = self.counters, self.settings.eval_k
+        evaluated = c["evaluated"]
+        return {
+            "model_version": self.recommender.windows,
+            "windows_trained": self.recommender.windows,
+            "events_trained": c["events_trained"],
+            "dead_letters": c["dead_letters"],
+            "dead_letter_reasons": dict(self.dead_letter_reasons),
+            "redelivered_skipped": c["redelivered_skipped"],
+            "filtered_event_types": c["filtered"],
+            "buffered": len(self.buffer),
+            "last_trained_offsets": self._last_trained_offsets(),
+            "users": len(self.recommender.users),
+            "items": len(self.recommender.items),
+            "online": {
+                "evaluated": evaluated,
+                f"hr@{k}": c["hits"] / evaluated if evaluated else None,
+                f"ndcg@{k}": self.ndcg_sum / evaluated if evaluated else None,
+            },
+            "device": self.device,
+            "uptime_s": time.time() - self.started_at,
+        }
+
+    def _last_trained_offsets(self) -> dict[str, int]:
+        # The checkpoint holds the next offset to consume; the last trained record is one less.
+        return {k: v - 1 for k, v in self.checkpointed_offsets.items()}
+
+    def recommend(self, user_id: str) -> dict[str, Any] | None:
+        """The current model's list for one user (thread-safe), or None if unknown."""
+        s = self.settings
+        with self._lock:
+            lists = self.recommender.recommend([user_id], s.top_k, s.exclude_purchased)
+            version = self.recommender.windows
+        if user_id not in lists:
+            return None
+        return {
+            "user_id": user_id,
+            "items": [{"item_id": r.item_id, "score": r.score} for r in lists[user_id]],
+            "model_version": version,
+            "window": version - 1,
+            "generated_at": _now_iso(),
+        }
+
+    def _log_window(self, report: WindowReport, window: Window) -> None:
+        now = time.monotonic()
+        level = logging.INFO if now - self._last_info >= 10 else logging.DEBUG
+        if level == logging.INFO:
+            self._last_info = now
+        log.log(
+            level, "window %d trained: %d events in %.3fs, loss %.4f, online hr@%d %s, offsets %s",
+            report.window, report.size, report.seconds, report.d_loss, self.settings.eval_k,
+            f"{report.hit_rate:.3f}" if report.evaluated else "n/a", window.offsets,
+        )

@@ -1,0 +1,199 @@
+"""The stream job's settings: one typed object, read from environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from model.config import ModelConfig
+from streams.records import EVENT_TYPES
+
+PREFIX = "MBNMRN_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+def _setting(default: Any, env: str, help: str, choices: tuple[str, ...] = ()) -> Any:
+    meta = {"env": env, "help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = _setting(
+        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]"
+    )
+    input_topic: str = _setting("interactions", "MBNMRN_INPUT_TOPIC", "topic of interaction events")
+    dlq_topic: str = _setting("interactions-dlq", "MBNMRN_DLQ_TOPIC", "dead-letter topic")
+    recommendations_topic: str = _setting(
+        "recommendations", "MBNMRN_RECOMMENDATIONS_TOPIC", "topic of published top-K lists"
+    )
+    metrics_topic: str = _setting("metrics", "MBNMRN_METRICS_TOPIC", "topic of per-window metrics")
+    input_partitions: int = _setting(
+        1, "MBNMRN_INPUT_PARTITIONS", "partitions of the input topic when the worker creates it"
+    )
+    output_partitions: int = _setting(
+        4, "MBNMRN_OUTPUT_PARTITIONS", "partitions of recommendations/DLQ topics it creates"
+    )
+    group_id: str = _setting(
+        "mbnmrn-trainer", "MBNMRN_GROUP_ID", "consumer group the trainer commits offsets to"
+    )
+    app_id: str = _setting("mbnmrn", "MBNMRN_APP_ID", "Faust application id")
+    window_size: int = _setting(2048, "MBNMRN_WINDOW_SIZE", "H: interactions per window")
+    flush_seconds: float = _setting(
+        5.0, "MBNMRN_FLUSH_SECONDS", "train a partial window once its oldest event waited this long"
+    )
+    top_k: int = _setting(10, "MBNMRN_TOP_K", "K: length of published recommendation lists")
+    exclude_purchased: bool = _setting(
+        False, "MBNMRN_EXCLUDE_PURCHASED", "leave a user's own past items out of their list"
+    )
+    event_types: str = _setting(
+        ",".join(sorted(EVENT_TYPES)),
+        "MBNMRN_EVENT_TYPES",
+        "comma-separated event types that train; other valid events are counted and skipped",
+    )
+    aggregator: str = _setting("attn", "MBNMRN_AGGREGATOR", "market aggregator", ("attn", "conv"))
+    dim: int = _setting(32, "MBNMRN_DIM", "r: embedding size")
+    slots: int = _setting(64, "MBNMRN_SLOTS", "L: memory slots")
+    candidates: int = _setting(100, "MBNMRN_CANDIDATES", "J: candidate negatives per interaction")
+    margin: float = _setting(5.0, "MBNMRN_MARGIN", "q: hinge margin")
+    lr: float = _setting(1e-3, "MBNMRN_LR", "Adam learning rate")
+    use_generator: bool = _setting(
+        True, "MBNMRN_GENERATOR", "pick negatives with the generator (false: uniform)"
+    )
+    eval_candidates: int = _setting(
+        1000, "MBNMRN_EVAL_CANDIDATES", "candidates per interaction for online HR/NDCG"
+    )
+    eval_k: int = _setting(10, "MBNMRN_EVAL_K", "K of the online HR@K / NDCG@K")
+    data_dir: Path = _setting(
+        Path(".mbnmrn"), "MBNMRN_DATA_DIR", "directory of the RocksDB checkpoint and Faust data"
+    )
+    checkpoint_keep: int = _setting(3, "MBNMRN_CHECKPOINT_KEEP", "checkpoints kept on disk")
+    device: str = _setting("auto", "MBNMRN_DEVICE", "torch device", ("auto", "cpu", "cuda"))
+    seed: int = _setting(0, "MBNMRN_SEED", "seed of initialisation and per-window sampling")
+    web_port: int = _setting(6066, "MBNMRN_WEB_PORT", "port of the worker's HTTP server")
+    session_timeout_s: float = _setting(
+        6.0, "MBNMRN_SESSION_TIMEOUT_S", "Kafka consumer session timeout (seconds)"
+    )
+    log_level: str = _setting(
+        "info", "MBNMRN_LOG_LEVEL", "log level", ("debug", "info", "warning", "error")
+    )
+
+    def __post_init__(self) -> None:
+        positive = ("window_size", "top_k", "dim", "slots", "candidates", "eval_k", "web_port")
+        for name in positive + ("input_partitions", "output_partitions", "checkpoint_keep"):
+            if getattr(self, name) < 1:
+                self._fail(name, getattr(self, name), "must be >= 1")
+        for name in ("flush_seconds", "margin", "lr", "session_timeout_s"):
+            if not getattr(self, name) > 0:
+                self._fail(name, getattr(self, name), "must be > 0")
+        if self.eval_candidates < 2:
+            self._fail("eval_candidates", self.eval_candidates, "must be >= 2")
+        unknown = set(self.train_event_types) - EVENT_TYPES
+        if unknown or not self.train_event_types:
+            self._fail("event_types", self.event_types, f"must be a subset of {sorted(EVENT_TYPES)}")
+
+    @classmethod
+    def _fail(cls, name: str, value: Any, why: str) -> None:
+        env = next(f.metadata["env"] for f in fields(cls) if f.name == name)
+        raise SettingsError(f"{env}={value!r}: {why}")
+
+    @property
+    def train_event_types(self) -> frozenset[str]:
+        return frozenset(t.strip().lower() for t in self.event_types.split(",") if t.strip())
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoint"
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            dim=self.dim,
+            slots=self.slots,
+            candidates=self.candidates,
+            margin=self.margin,
+            window=self.window_size,
+            lr=self.lr,
+            aggregator=self.aggregator,
+            use_generator=self.use_generator,
+        )
+
+    def torch_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise SettingsError("MBNMRN_DEVICE='cuda': no CUDA device is available")
+        return self.device
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every setting from `environ` (default os.environ); overrides win.
+
+        Unknown MBNMRN_* variables are errors, so a typo does not silently fall back.
+        """
+        environ = os.environ if environ is None else environ
+        known = {f.metadata["env"] for f in fields(cls)}
+        typos = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        if typos:
+            raise SettingsError(f"unknown settings {typos}; known: {sorted(known)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            env = f.metadata["env"]
+            if env in environ and f.name not in overrides:
+                values[f.name] = _parse(f, environ[env])
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, help) for each setting, for the README."""
+        rows = []
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if isinstance(default, bool):
+                default = str(default).lower()
+            help = f.metadata["help"]
+            if f.metadata["choices"]:
+                help += f" ({' or '.join(f.metadata['choices'])})"
+            rows.append((f.metadata["env"], str(default), help))
+        return rows
+
+
+def _parse(f: Any, raw: str) -> Any:
+    env, kind, text = f.metadata["env"], f.type, raw.strip()
+    try:
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number")
+            return value
+        if kind == "Path":
+            if not text:
+                raise ValueError("expected a path")
+            return Path(text)
+    except ValueError as exc:
+        raise SettingsError(f"{env}={raw!r}: {exc}") from None
+    choices = f.metadata["choices"]
+    if choices and text.lower() not in choices:
+        raise SettingsError(f"{env}={raw!r}: expected one of {', '.join(choices)}")
+    if not text:
+        raise SettingsError(f"{env} is empty")
+    return text.lower() if choices else text

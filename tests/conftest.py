@@ -1,0 +1,64 @@
+"""Shared fixtures: one Kafka-protocol broker per test session, and fresh topic/group names."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAP_ENV = "MBNMRN_TEST_BOOTSTRAP"  # use this running broker instead of starting one
+
+
+def _docker_kafka() -> type | None:
+    """testcontainers' KafkaContainer when it is installed and a Docker engine answers."""
+    try:
+        import docker
+        from testcontainers.kafka import KafkaContainer
+    except ImportError:
+        return None
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no engine, no socket, no permission: all mean "not usable here"
+        return None
+    return KafkaContainer
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap address of a broker that lives for the whole session.
+
+    $MBNMRN_TEST_BOOTSTRAP if set; else a testcontainers Kafka if Docker answers; else the
+    bundled tansu broker on a free port. Topics persist for the session: use `unique_name`.
+    """
+    external = os.environ.get(BOOTSTRAP_ENV)
+    if external:
+        yield external
+        return
+    container_cls = _docker_kafka()
+    if container_cls is not None:
+        with container_cls() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    from infra.broker import free_port, start_broker
+
+    broker = start_broker(free_port())
+    logger.info("session broker %s (pid %d)", broker.bootstrap, broker.pid)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """A factory of fresh topic or group names: unique_name("orders") -> "orders-3f2a..."."""
+
+    def make(prefix: str = "test") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    return make
