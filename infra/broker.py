@@ -137,9 +137,10 @@ def stop_broker(pid: int, timeout_s: float = 10) -> bool:
 
 
 def write_pid_file(path: Path, broker: BrokerProcess) -> None:
-    """Record pid, bootstrap address and log path, one `key=value` per line."""
+    """Record pid, bootstrap address, log and working directory, one `key=value` a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"pid={broker.pid}\nbootstrap={broker.bootstrap}\nlog={broker.log_path}\n")
+    path.write_text(f"pid={broker.pid}\nbootstrap={broker.bootstrap}\nlog={broker.log_path}\n"
+                    f"workdir={broker.workdir or ''}\n")
 
 
 def read_pid_file(path: Path) -> dict[str, str]:
@@ -270,6 +271,9 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "stop":
         stopped = stop_broker(pid)
         args.pid_file.unlink(missing_ok=True)
+        workdir = Path(info.get("workdir") or "")
+        if workdir.name.startswith("mbnmrn-broker-"):
+            shutil.rmtree(workdir, ignore_errors=True)
         print(f"broker pid {pid} {'stopped' if stopped else 'was not running'}")
         return 0
     if _pid_alive(pid):

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("topics", nargs="+", metavar="name[:partitions[:replication]]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     configs: dict[str, dict[str, str]] = {}
     for item in args.config:
         topic, _, pair = item.partition(":")
@@ -177,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     specs = [TopicSpec.parse(text) for text in args.topics]
     specs = [TopicSpec(s.name, s.partitions, s.replication, configs.get(s.name, {}))
              for s in specs]
-    created = ensure_topics(args.bootstrap, specs, timeout_s=args.timeout)
-    counts = partition_counts(args.bootstrap, [s.name for s in specs])
+    try:
+        created = ensure_topics(args.bootstrap, specs, timeout_s=args.timeout)
+        counts = partition_counts(args.bootstrap, [s.name for s in specs])
+    except (TimeoutError, errors.KafkaError) as exc:
+        print(f"error: {exc}")
+        return 1
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name}: {counts.get(spec.name, '?')} partition(s), {state}")

@@ -59,9 +59,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
 
         async def on_stop(self) -> None:
             await job.stop()
-            try:
-                await asyncio.wait_for(job._stopped.wait(), timeout=60)
-            except asyncio.TimeoutError:
+            if not await job.wait_stopped(60):
                 log.warning("trainer did not finish its window within 60 s")
             await job.close()
 

@@ -67,12 +67,14 @@ class StreamTrainer:
         self._pending: list[asyncio.Future] = []
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._run_started = False
         self._trainable = settings.train_event_types.__contains__
         self.store: CheckpointStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._last_info = 0.0
         self.checkpointed_offsets: dict[str, int] = {}
+        self.state = "starting"  # starting -> running -> stopping -> stopped
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class StreamTrainer:
         await self.producer.start()
         await self.consumer.start()
         await self._assign()
+        self.state = "running"
 
     def _ensure_topics(self) -> None:
         s = self.settings
@@ -146,8 +149,19 @@ class StreamTrainer:
                  self.buffer.consumed or "the beginning")
 
     async def stop(self) -> None:
-        """Finish the window in progress, then close everything."""
+        """Ask the loop to stop after the window in progress."""
+        self.state = "stopping"
         self._stopping.set()
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait for run() to return; False if it is still busy after `timeout_s`."""
+        if not self._run_started:
+            return True
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         for client in (self.consumer, self.producer):
@@ -156,6 +170,7 @@ class StreamTrainer:
         self._pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
+        self.state = "stopped"
 
     # ---- main loop ----------------------------------------------------------------------
 
@@ -163,6 +178,7 @@ class StreamTrainer:
         """Consume until stop() is called; trains each window as it fills or times out."""
         assert self.consumer is not None
         flush_s = self.settings.flush_seconds
+        self._run_started = True
         try:
             while not self._stopping.is_set():
                 timeout = 0.5
@@ -312,6 +328,7 @@ class StreamTrainer:
         c, k = self.counters, self.settings.eval_k
         evaluated = c["evaluated"]
         return {
+            "state": self.state,
             "model_version": self.recommender.windows,
             "windows_trained": self.recommender.windows,
             "events_trained": c["events_trained"],

@@ -91,6 +91,7 @@ async def replay_async(
     Raises ReplayError if the broker failed any send; sending stops at the first failed round.
     """
     from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
 
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive (or None for as fast as possible)")
@@ -114,7 +115,12 @@ async def replay_async(
     try:
         for batch in _rounds(table, extras, chunk):
             # send one round, then wait for its acks
-            futures = [await producer.send(topic, value=value, key=key) for key, value in batch]
+            try:
+                futures = [await producer.send(topic, value=value, key=key)
+                           for key, value in batch]
+            except KafkaError as exc:  # no metadata for the topic, a value too large, ...
+                errors.append(exc)
+                break
             results = await asyncio.gather(*futures, return_exceptions=True)
             errors.extend(r for r in results if isinstance(r, BaseException))
             if errors:

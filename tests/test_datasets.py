@@ -1,4 +1,4 @@
-"""Dataset readers: presets checked against the PROVENANCE.md figures, and the generic reader."""
+"""Dataset readers: the presets against their PROVENANCE.md figures, and the generic reader."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def test_taobao_head_drops_truncated_row_and_outliers(caplog: pytest.LogCaptureF
     # 84,475 complete rows, less the 35 outside the nine days (all of them page views)
     assert table.num_rows == 84_440
     assert distinct(table, "user_id") == 815
-    counts = {d["values"]: d["counts"] for d in pc.value_counts(table["event_type"]).to_pylist()}
+    kinds = pc.value_counts(table["event_type"]).to_pylist()
+    counts = {d["values"]: d["counts"] for d in kinds}
     assert counts == {"pv": 75_837, "cart": 4_497, "fav": 2_356, "buy": 1_750}
     lo, hi = datasets.TAOBAO_WINDOW
     assert pc.min(table["timestamp"]).as_py() >= lo and pc.max(table["timestamp"]).as_py() < hi
@@ -124,7 +125,8 @@ def test_filters_event_types_until_and_limit(stream: pa.Table) -> None:
     assert pc.max(early["timestamp"]).as_py() < 1511658060
 
 
-def test_data_dir_from_env_and_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_dir_from_env_and_argument(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "taobao-userbehavior-stream"
     folder.mkdir()
     (folder / "UserBehavior.csv").write_text("7,70,1,pv,1511658001\n8,80,1,buy,1511658000\n")
@@ -178,7 +180,8 @@ def test_generic_time_units(tmp_path: Path, unit: str, values: list[str]) -> Non
 
 def test_generic_naive_iso_in_a_time_zone_and_parquet(tmp_path: Path) -> None:
     raw = pa.table({"who": [17850.0, 13047.0, None], "what": ["85123A", "71053", "x"],
-                    "at": ["2011-07-01 09:00:00", "2011-12-01 09:00:00", "2011-12-01 10:00:00"]})
+                    "at": ["2011-07-01 09:00:00", "2011-12-01 09:00:00",
+                           "2011-12-01 10:00:00"]})
     path = tmp_path / "r.parquet"
     pq.write_table(raw, path)
     table = read_interactions(path, user_col="who", item_col="what", time_col="at",
