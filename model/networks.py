@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import embedding  # not t[idx]: its backward sums in a fixed order
 
 from model.config import ModelConfig
 from model.memory import MemoryWriter, distance, make_aggregator, read, read_attention
@@ -43,18 +44,20 @@ class Discriminator(nn.Module):
 
     def read_users(self, users: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Memory-enhanced vectors p (B, r) and read attention (B, L) for user rows (B,)."""
-        attention = read_attention(self.users[users], self.keys)  # B x L
+        attention = read_attention(embedding(users, self.users), self.keys)  # B x L
         return read(attention, values), attention
 
     def write(self, values: Tensor, users: Tensor, items: Tensor) -> Tensor:
         """One batch-wise write of a window's interactions into the value memory (Eq. 15-20)."""
-        attention = read_attention(self.users[users], self.keys)  # n x L
-        market, market_attention = self.aggregator(self.items[items], attention, values)
+        attention = read_attention(embedding(users, self.users), self.keys)  # n x L
+        market, market_attention = self.aggregator(
+            embedding(items, self.items), attention, values
+        )
         return self.writer(values, market, market_attention)
 
     def distances(self, p: Tensor, items: Tensor) -> Tensor:
         """d(u, v) for p (B, r) and item rows (B,) or (B, J) -> (B,) or (B, J)."""
-        v = self.items[items]
+        v = embedding(items, self.items)
         if items.dim() == 2:
             p = p.unsqueeze(1)
         return distance(p, v)
@@ -80,6 +83,6 @@ class Generator(nn.Module):
 
     def distances(self, users: Tensor, candidates: Tensor) -> Tensor:
         """d_G for user rows (H,) against candidate rows (H, J) -> (H, J)."""
-        u = self.user_tower(self.users[users])  # H x r
-        v = self.item_tower(self.items[candidates])  # H x J x r
+        u = self.user_tower(embedding(users, self.users))  # H x r
+        v = self.item_tower(embedding(candidates, self.items))  # H x J x r
         return distance(u.unsqueeze(1), v)

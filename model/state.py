@@ -46,7 +46,8 @@ def trainer_state(trainer: WindowTrainer) -> tuple[dict[str, Tensor], dict[str, 
         "n_users": trainer.n_users,
         "n_items": trainer.n_items,
     }
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
+    # a copy even on CPU: parameters and Adam state change in place as training goes on
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, meta
 
 
 def _load_optimizer(prefix: str, net: nn.Module, opt: torch.optim.Optimizer, tensors: dict) -> None:
@@ -59,7 +60,8 @@ def _load_optimizer(prefix: str, net: nn.Module, opt: torch.optim.Optimizer, ten
         if name not in params:
             raise ValueError(f"checkpoint has optimiser state for unknown parameter {name!r}")
         p = params[name]
-        value = value.to(p.device) if field != "step" else value.clone()
+        # a copy: Adam updates its state in place, so sharing it would tie two trainers
+        value = value.to(p.device, copy=True) if field != "step" else value.clone()
         opt.state[p][field] = value
 
 

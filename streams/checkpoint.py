@@ -5,7 +5,6 @@ Layout (raw byte keys and values, nothing pickled):
                            tensor and blob its key, dtype, shape, size and CRC-32
     ckpt/<seq>/t/<name>    a tensor's raw little-endian bytes
     ckpt/<seq>/b/<name>    an opaque blob (vocabularies as JSON)
-    latest                 <seq> of the newest checkpoint
 The last `keep` checkpoints are kept; loading verifies every CRC and falls back to an
 older checkpoint when the newest is damaged.
 """
@@ -139,7 +138,6 @@ class CheckpointStore:
         }
         body = json.dumps(manifest, sort_keys=True).encode()
         batch.put(_seq_key(seq, "manifest"), body + b"\n" + str(zlib.crc32(body)).encode())
-        batch.put(b"latest", str(seq).encode())
         stale = [s for s in seqs if s <= seq - self.keep]
         if stale:
             batch.delete_range(_seq_key(stale[0], ""), _seq_key(stale[-1] + 1, ""))

@@ -12,6 +12,8 @@ from model.config import ModelConfig
 from streams.records import EVENT_TYPES
 
 PREFIX = "MBNMRN_"
+# MBNMRN_* variables read by other parts of the project, not by the worker's settings.
+OTHER_VARIABLES = frozenset({"MBNMRN_SHARED_DATA", "MBNMRN_TEST_BOOTSTRAP"})
 
 
 class SettingsError(ValueError):
@@ -142,7 +144,9 @@ class Settings:
         """
         environ = os.environ if environ is None else environ
         known = {f.metadata["env"] for f in fields(cls)}
-        typos = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        typos = sorted(
+            k for k in environ if k.startswith(PREFIX) and k not in known | OTHER_VARIABLES
+        )
         if typos:
             raise SettingsError(f"unknown settings {typos}; known: {sorted(known)}")
         values: dict[str, Any] = {}

@@ -107,7 +107,8 @@ class WindowBuffer:
 
     def _cut(self, offsets: dict[str, int]) -> Window:
         window = Window(
-            self._users, self._items, self._times, offsets, self._opened or self.clock(),
+            self._users, self._items, self._times, offsets,
+            self.clock() if self._opened is None else self._opened,
             self._record_ms,
         )
         self._reset()
