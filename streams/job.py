@@ -75,6 +75,7 @@ class StreamTrainer:
         self._last_info = 0.0
         self.checkpointed_offsets: dict[str, int] = {}
         self.state = "starting"  # starting -> running -> stopping -> stopped
+        self.phase_seconds: dict[str, float] = {}  # the last window's time per phase
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -234,10 +235,16 @@ class StreamTrainer:
 
     async def _process(self, window: Window) -> None:
         loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
         report, lists = await loop.run_in_executor(self._pool, self._train, window)
-        await self._publish(window, report, lists)
+        t1 = time.perf_counter()
+        await self._publish(window, report, lists, train_s=t1 - t0)
+        t2 = time.perf_counter()
         await loop.run_in_executor(self._pool, self._checkpoint, window)
+        t3 = time.perf_counter()
         await self._commit(window)
+        self.phase_seconds = {"train_and_rank": t1 - t0, "publish": t2 - t1,
+                              "checkpoint": t3 - t2, "commit": time.perf_counter() - t3}
         self._log_window(report, window)
 
     def _train(self, window: Window) -> tuple[WindowReport, dict[str, list]]:
@@ -255,7 +262,9 @@ class StreamTrainer:
         self.ndcg_sum += report.ndcg
         return report, lists
 
-    async def _publish(self, window: Window, report: WindowReport, lists: dict) -> None:
+    async def _publish(
+        self, window: Window, report: WindowReport, lists: dict, train_s: float
+    ) -> None:
         assert self.producer is not None
         s, version, now = self.settings, self.recommender.windows, _now_iso()
         sends = []
@@ -270,7 +279,7 @@ class StreamTrainer:
             sends.append(self.producer.send(
                 s.recommendations_topic, json.dumps(value).encode(), key=user.encode()
             ))
-        metrics = self.metrics(report, len(lists))
+        metrics = self.metrics(report, len(lists), train_s)
         sends.append(self.producer.send(s.metrics_topic, json.dumps(metrics).encode()))
         futures = await asyncio.gather(*sends)
         pending, self._pending = self._pending, []
@@ -300,7 +309,7 @@ class StreamTrainer:
 
     # ---- reporting ----------------------------------------------------------------------
 
-    def metrics(self, report: WindowReport, published: int) -> dict[str, Any]:
+    def metrics(self, report: WindowReport, published: int, train_s: float) -> dict[str, Any]:
         c, k = self.counters, self.settings.eval_k
         evaluated = c["evaluated"]
         return {
@@ -321,6 +330,8 @@ class StreamTrainer:
             "dead_letters": c["dead_letters"],
             "lists_published": published,
             "train_seconds": report.seconds,
+            "train_and_rank_seconds": train_s,
+            "previous_window_phase_seconds": self.phase_seconds,
             "generated_at": _now_iso(),
         }
 
@@ -345,6 +356,7 @@ class StreamTrainer:
                 f"hr@{k}": c["hits"] / evaluated if evaluated else None,
                 f"ndcg@{k}": self.ndcg_sum / evaluated if evaluated else None,
             },
+            "last_window_phase_seconds": self.phase_seconds,
             "device": self.device,
             "uptime_s": time.time() - self.started_at,
         }
