@@ -31,6 +31,7 @@ class WindowReport:
     hits: int  # of those, positives ranked in the top K among the candidates
     ndcg: float  # sum over evaluated interactions of 1/log2(rank+2) for hits
     seconds: float
+    rolled_back: bool = False  # a loss, gradient or the memory was not finite: no update
 
     @property
     def hit_rate(self) -> float:
@@ -39,6 +40,17 @@ class WindowReport:
     @property
     def mean_ndcg(self) -> float:
         return self.ndcg / self.evaluated if self.evaluated else float("nan")
+
+
+def _finite(*tensors_or_nets: Tensor | torch.nn.Module) -> bool:
+    """Whether every given tensor, and every gradient of the given networks, is finite."""
+    checks = []
+    for x in tensors_or_nets:
+        if isinstance(x, torch.nn.Module):
+            checks += [torch.isfinite(p.grad).all() for p in x.parameters() if p.grad is not None]
+        else:
+            checks.append(torch.isfinite(x.detach()).all())
+    return bool(torch.stack(checks).all())
 
 
 def window_seed(seed: int, window: int) -> int:
@@ -135,31 +147,36 @@ class WindowTrainer:
         # sample negatives: J candidates per interaction, one picked by the generator
         negatives, logp = self._sample_negatives(users, items, rng)
 
-        # discriminator step: hinge loss (Eq. 21)
+        # discriminator loss: hinge (Eq. 21)
         p, _ = self.d.read_users(users, values)
         d_pos = self.d.distances(p, items)
         d_neg = self.d.distances(p, negatives)
         hinge = torch.relu(self.config.margin + d_pos - d_neg)
         d_loss = hinge.mean()
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
 
-        # generator step: REINFORCE with reward -d_D(u, v-) (Eq. 12-14)
+        # generator loss: REINFORCE with reward -d_D(u, v-) (Eq. 12-14)
         reward = -d_neg.detach()
         if self.config.reward_baseline:
             reward = reward - reward.mean()
         g_loss = -(reward * logp).mean()
+
+        # update D and G, unless something is not finite: then the window is rolled back
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_loss.backward()
         if logp.requires_grad:
-            self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
+        finite = _finite(d_loss, g_loss, values, self.d, self.g)
+        if finite:
+            self.opt_d.step()
             self.opt_g.step()
 
         # write memory: this window becomes the base of the next window's memory
-        self.base_values = values.detach()
-        self.base_users, self.base_items = users, items
-        self._current = None
-        self.history.add(users, items)
+        if finite:
+            self.base_values = values.detach()
+            self.base_users, self.base_items = users, items
+            self._current = None
+            self.history.add(users, items)
         self.windows += 1
         return WindowReport(
             window=self.windows - 1,
@@ -171,6 +188,7 @@ class WindowTrainer:
             hits=hits,
             ndcg=ndcg,
             seconds=time.perf_counter() - start,
+            rolled_back=not finite,
         )
 
     def _sample_negatives(

@@ -10,6 +10,7 @@ import faust
 from mode import Service
 
 from streams.job import StreamTrainer
+from streams.security import faust_credentials
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
         web_host="127.0.0.1",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 6, 0.5),
+        broker_credentials=faust_credentials(settings),
         autodiscover=False,
         topic_allow_declare=False,
     )

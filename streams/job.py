@@ -35,14 +35,16 @@ from infra.topics import TopicSpec, ensure_topics
 from model.recommender import Recommender
 from model.trainer import WindowReport
 from streams.checkpoint import Checkpoint, CheckpointStore
+from streams.faults import Failpoints, Stopping, retry
 from streams.records import dead_letter_value, parse_values
+from streams.security import aiokafka_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.windowing import Window, WindowBuffer, partition_key, select
 
 log = logging.getLogger(__name__)
 
 _COUNTERS = ("events_trained", "dead_letters", "redelivered_skipped", "filtered", "evaluated",
-             "hits")
+             "hits", "windows_rolled_back")
 
 
 def _now_iso() -> str:
@@ -64,7 +66,8 @@ class StreamTrainer:
         self.started_at = time.time()
         self._lock = threading.Lock()  # guards the recommender: trainer thread vs queries
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mbnmrn-train")
-        self._pending: list[asyncio.Future] = []
+        self._dead_letters: list[tuple[bytes, bytes | None]] = []  # (value, key) not yet sent
+        self.failpoints = Failpoints(settings.crash_at)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._run_started = False
@@ -80,25 +83,48 @@ class StreamTrainer:
     # ---- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create missing topics, restore the newest checkpoint, connect and seek."""
+        """Restore the newest checkpoint, then (retrying until the broker answers) create
+        missing topics, connect and seek."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._ensure_topics)
         self.store = CheckpointStore(s.checkpoint_dir, keep=s.checkpoint_keep)
         await loop.run_in_executor(self._pool, self._restore)
-        self.producer = AIOKafkaProducer(
+        stopping = self._stopping
+        await retry("creating topics", lambda: loop.run_in_executor(None, self._ensure_topics),
+                    stopping=stopping)
+        await retry("starting the producer", self._start_producer, stopping=stopping)
+        await retry("starting the consumer", self._start_consumer, stopping=stopping)
+        self.state = "running"
+
+    async def _start_producer(self) -> None:
+        s = self.settings
+        producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=5,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=4 * 1024 * 1024, **aiokafka_kwargs(s),
         )
-        self.consumer = AIOKafkaConsumer(
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer = producer
+
+    async def _start_consumer(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+            **aiokafka_kwargs(s),
         )
-        await self.producer.start()
-        await self.consumer.start()
-        await self._assign()
-        self.state = "running"
+        try:
+            await consumer.start()
+            self.consumer = consumer
+            await self._assign()
+        except BaseException:
+            self.consumer = None
+            await consumer.stop()
+            raise
 
     def _ensure_topics(self) -> None:
         s = self.settings
@@ -108,7 +134,8 @@ class StreamTrainer:
             TopicSpec(s.recommendations_topic, partitions=s.output_partitions),
             TopicSpec(s.metrics_topic, partitions=1),
         ]
-        created = ensure_topics(s.kafka_bootstrap_servers, specs)
+        created = ensure_topics(s.kafka_bootstrap_servers, specs, timeout_s=10,
+                                client_kwargs=kafka_python_kwargs(s))
         if created:
             log.info("created topics %s", ", ".join(created))
 
@@ -192,12 +219,15 @@ class StreamTrainer:
                 windows: list[Window] = []
                 for tp, records in batches.items():
                     windows += self._ingest(tp, records)
+                await self._send_dead_letters()
                 for window in windows:
                     await self._process(window)
                 if self.buffer.due(flush_s):
                     window = self.buffer.flush()
                     if window is not None:
                         await self._process(window)
+        except Stopping as exc:
+            log.info("stopped while retrying %s; the window in progress is not checkpointed", exc)
         finally:
             self._stopped.set()
 
@@ -220,14 +250,11 @@ class StreamTrainer:
         )
 
     def _dead_letter(self, rec: Any, reason: Any, detail: str) -> None:
-        assert self.producer is not None
         value = dead_letter_value(
             rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
             reason=reason, detail=detail, timestamp_ms=rec.timestamp,
         )
-        self._pending.append(
-            asyncio.ensure_future(self.producer.send(self.settings.dlq_topic, value, key=rec.key))
-        )
+        self._dead_letters.append((value, rec.key))
         self.counters["dead_letters"] += 1
         code = getattr(reason, "value", str(reason))
         self.dead_letter_reasons[code] = self.dead_letter_reasons.get(code, 0) + 1
@@ -237,18 +264,26 @@ class StreamTrainer:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         report, lists = await loop.run_in_executor(self._pool, self._train, window)
+        self.failpoints.reach("trained", report.window)
         t1 = time.perf_counter()
-        await self._publish(window, report, lists, train_s=t1 - t0)
+        await retry(f"publishing window {report.window}",
+                    lambda: self._publish(window, report, lists, train_s=t1 - t0),
+                    stopping=self._stopping)
+        self.failpoints.reach("published", report.window)
         t2 = time.perf_counter()
         await loop.run_in_executor(self._pool, self._checkpoint, window)
+        self.failpoints.reach("checkpointed", report.window)
         t3 = time.perf_counter()
         await self._commit(window)
+        self.failpoints.reach("committed", report.window)
         self.phase_seconds = {"train_and_rank": t1 - t0, "publish": t2 - t1,
                               "checkpoint": t3 - t2, "commit": time.perf_counter() - t3}
         self._log_window(report, window)
 
     def _train(self, window: Window) -> tuple[WindowReport, dict[str, list]]:
         s = self.settings
+        if s.slow_window_s:
+            time.sleep(s.slow_window_s)
         with self._lock:
             report = self.recommender.train_window(
                 window.user_ids, window.item_ids,
@@ -256,6 +291,10 @@ class StreamTrainer:
             )
             lists = self.recommender.recommend(window.user_ids, s.top_k, s.exclude_purchased)
         self.last_report = report
+        if report.rolled_back:
+            self.counters["windows_rolled_back"] += 1
+            log.warning("window %d rolled back: its loss or gradients were not finite",
+                        report.window)
         self.counters["events_trained"] += report.size
         self.counters["evaluated"] += report.evaluated
         self.counters["hits"] += report.hits
@@ -282,8 +321,23 @@ class StreamTrainer:
         metrics = self.metrics(report, len(lists), train_s)
         sends.append(self.producer.send(s.metrics_topic, json.dumps(metrics).encode()))
         futures = await asyncio.gather(*sends)
-        pending, self._pending = self._pending, []
-        await asyncio.gather(*futures, *pending)
+        await asyncio.gather(*futures[: len(futures) // 2])
+        self.failpoints.reach("publishing", report.window)  # half of the lists delivered
+        await asyncio.gather(*futures)
+
+    async def _send_dead_letters(self) -> None:
+        """Send the queued dead letters and wait until the broker has them (retrying)."""
+        if not self._dead_letters:
+            return
+
+        async def attempt() -> None:
+            assert self.producer is not None
+            topic = self.settings.dlq_topic
+            sends = [self.producer.send(topic, value, key=key) for value, key in self._dead_letters]
+            await asyncio.gather(*await asyncio.gather(*sends))
+
+        await retry("sending dead letters", attempt, stopping=self._stopping)
+        self._dead_letters.clear()
 
     def _checkpoint(self, window: Window) -> None:
         assert self.store is not None
@@ -317,6 +371,7 @@ class StreamTrainer:
             "model_version": self.recommender.windows,
             "size": report.size,
             "d_loss": report.d_loss,
+            "rolled_back": report.rolled_back,
             "g_loss": report.g_loss,
             "evaluated": report.evaluated,
             f"hr@{k}": report.hit_rate if report.evaluated else None,
@@ -347,6 +402,7 @@ class StreamTrainer:
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "redelivered_skipped": c["redelivered_skipped"],
             "filtered_event_types": c["filtered"],
+            "windows_rolled_back": c["windows_rolled_back"],
             "buffered": len(self.buffer),
             "last_trained_offsets": self._last_trained_offsets(),
             "users": len(self.recommender.users),

@@ -210,15 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     except datasets.DatasetError as exc:
         print(f"error: {exc}")
         return 2
+    from streams.security import aiokafka_kwargs, kafka_python_kwargs
+    from streams.settings import Settings, SettingsError
+
+    try:  # the same KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* as the worker
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}")
+        return 2
     if args.partitions:
         from infra.topics import TopicSpec, ensure_topics
 
-        ensure_topics(args.bootstrap, [TopicSpec(args.topic, args.partitions)])
+        ensure_topics(args.bootstrap, [TopicSpec(args.topic, args.partitions)],
+                      client_kwargs=kafka_python_kwargs(settings))
     from aiokafka.errors import KafkaError
 
     try:
         report = replay(table, bootstrap=args.bootstrap, topic=args.topic, rate=args.rate,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, client_kwargs=aiokafka_kwargs(settings))
     except (ReplayError, KafkaError) as exc:
         print(f"error: {exc}")
         return 1

@@ -12,6 +12,8 @@ from model.config import ModelConfig
 from streams.records import EVENT_TYPES
 
 PREFIX = "MBNMRN_"
+CRASH_PHASES = ("trained", "publishing", "published", "checkpointed", "committed")
+SECRET_FIELDS = frozenset({"kafka_sasl_password"})
 # MBNMRN_* variables read by other parts of the project, not by the worker's settings.
 OTHER_VARIABLES = frozenset({"MBNMRN_SHARED_DATA", "MBNMRN_TEST_BOOTSTRAP"})
 
@@ -32,6 +34,21 @@ class Settings:
     kafka_bootstrap_servers: str = _setting(
         "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]"
     )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "security protocol of every Kafka client",
+        ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", "KAFKA_SASL_MECHANISM", "SASL mechanism",
+        ("plain", "scram-sha-256", "scram-sha-512"),
+    )
+    kafka_sasl_username: str = _setting("", "KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_password: str = _setting(
+        "", "KAFKA_SASL_PASSWORD", "SASL password (never logged or shown)"
+    )
+    kafka_ssl_cafile: str = _setting("", "KAFKA_SSL_CAFILE", "CA bundle to verify the brokers")
+    kafka_ssl_certfile: str = _setting("", "KAFKA_SSL_CERTFILE", "client certificate (PEM)")
+    kafka_ssl_keyfile: str = _setting("", "KAFKA_SSL_KEYFILE", "client private key (PEM)")
     input_topic: str = _setting("interactions", "MBNMRN_INPUT_TOPIC", "topic of interaction events")
     dlq_topic: str = _setting("interactions-dlq", "MBNMRN_DLQ_TOPIC", "dead-letter topic")
     recommendations_topic: str = _setting(
@@ -87,6 +104,14 @@ class Settings:
     log_level: str = _setting(
         "info", "MBNMRN_LOG_LEVEL", "log level", ("debug", "info", "warning", "error")
     )
+    crash_at: str = _setting(
+        "", "MBNMRN_CRASH_AT",
+        "testing only: SIGKILL the worker at PHASE:WINDOW (phases: trained, publishing, "
+        "published, checkpointed, committed)",
+    )
+    slow_window_s: float = _setting(
+        0.0, "MBNMRN_SLOW_WINDOW_S", "testing only: extra seconds each window's training takes"
+    )
 
     def __post_init__(self) -> None:
         positive = ("window_size", "top_k", "dim", "slots", "candidates", "eval_k", "web_port")
@@ -96,11 +121,25 @@ class Settings:
         for name in ("flush_seconds", "margin", "lr", "session_timeout_s"):
             if not getattr(self, name) > 0:
                 self._fail(name, getattr(self, name), "must be > 0")
+        if self.slow_window_s < 0:
+            self._fail("slow_window_s", self.slow_window_s, "must be >= 0")
+        if self.crash_at:
+            phase, _, window = self.crash_at.partition(":")
+            if phase not in CRASH_PHASES or not window.isdigit():
+                self._fail("crash_at", self.crash_at,
+                           f"expected PHASE:WINDOW with PHASE one of {', '.join(CRASH_PHASES)}")
         if self.eval_candidates < 2:
             self._fail("eval_candidates", self.eval_candidates, "must be >= 2")
         unknown = set(self.train_event_types) - EVENT_TYPES
         if unknown or not self.train_event_types:
             self._fail("event_types", self.event_types, f"must be a subset of {sorted(EVENT_TYPES)}")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={'***' if f.name in SECRET_FIELDS and value else value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def _fail(cls, name: str, value: Any, why: str) -> None:
@@ -198,6 +237,20 @@ def _parse(f: Any, raw: str) -> Any:
     choices = f.metadata["choices"]
     if choices and text.lower() not in choices:
         raise SettingsError(f"{env}={raw!r}: expected one of {', '.join(choices)}")
-    if not text:
+    if not text and f.default != "":
         raise SettingsError(f"{env} is empty")
+    if choices and env.startswith("KAFKA_"):
+        return text.upper()
     return text.lower() if choices else text
+
+
+def markdown_table() -> str:
+    """The README's settings table: `python -m streams.settings`."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for env, default, help in Settings.documentation():
+        rows.append(f"| `{env}` | `{default}` | {help} |" if default else f"| `{env}` | | {help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -289,3 +289,28 @@ def test_window_report_scores_only_interactions_known_before_the_window() -> Non
     report = trainer.train_window(users, items, eval_candidates=20, eval_k=5)
     assert report.evaluated == 2 and 0 <= report.hits <= 2
     assert report.hit_rate == report.hits / 2
+
+
+def test_window_with_non_finite_values_is_rolled_back() -> None:
+    trainer = small_trainer(windows=2)
+    g = torch.Generator().manual_seed(21)
+    users, items = random_window(g, 16)
+    with torch.no_grad():
+        trainer.d.items[int(items[0])] = float("nan")  # a poisoned row, as a fault would leave
+    params = {n: p.detach().clone() for n, p in trainer.d.named_parameters()}
+    params_g = {n: p.detach().clone() for n, p in trainer.g.named_parameters()}
+    base, history = trainer.base_values.clone(), trainer.history.keys.clone()
+    windows = trainer.windows
+
+    report = trainer.train_window(users, items)
+
+    assert report.rolled_back and trainer.windows == windows + 1
+    for n, p in trainer.d.named_parameters():
+        assert torch.equal(p, params[n]) or n == "items", n
+    for n, p in trainer.g.named_parameters():
+        assert torch.equal(p, params_g[n]), n
+    assert torch.equal(trainer.base_values, base) and torch.equal(trainer.history.keys, history)
+    with torch.no_grad():
+        trainer.d.items[int(items[0])] = 0.0
+    assert not trainer.train_window(*random_window(g, 16)).rolled_back
+    assert all(torch.isfinite(p).all() for p in trainer.d.parameters())
