@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from mode import Service
 
+from streams.faults import retry
 from streams.job import StreamTrainer
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -20,13 +21,32 @@ def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
+class TrainerApp(faust.App):
+    """A Faust app that waits for the broker before Faust's own clients start.
+
+    Faust's producer gives up at once when no broker answers; a worker started before
+    its broker (a common order in deployments) should wait and say so instead.
+    """
+
+    mbnmrn_job: StreamTrainer
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        loop = asyncio.get_running_loop()
+        await retry(
+            "waiting for the Kafka broker (creating topics)",
+            lambda: loop.run_in_executor(None, self.mbnmrn_job.ensure_topics),
+            stopping=asyncio.Event(),
+        )
+
+
 def build_app(settings: Settings | None = None) -> faust.App:
     """A Faust app running the trainer as a service, with `/recommendations` and `/status`."""
     settings = settings or Settings.from_env()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     logging.getLogger("model").setLevel(settings.log_level.upper())
     logging.getLogger("streams").setLevel(settings.log_level.upper())
-    app = faust.App(
+    app = TrainerApp(
         settings.app_id,
         broker=_broker_url(settings.kafka_bootstrap_servers),
         datadir=str(settings.data_dir / "faust"),

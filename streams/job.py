@@ -90,7 +90,7 @@ class StreamTrainer:
         self.store = CheckpointStore(s.checkpoint_dir, keep=s.checkpoint_keep)
         await loop.run_in_executor(self._pool, self._restore)
         stopping = self._stopping
-        await retry("creating topics", lambda: loop.run_in_executor(None, self._ensure_topics),
+        await retry("creating topics", lambda: loop.run_in_executor(None, self.ensure_topics),
                     stopping=stopping)
         await retry("starting the producer", self._start_producer, stopping=stopping)
         await retry("starting the consumer", self._start_consumer, stopping=stopping)
@@ -126,7 +126,7 @@ class StreamTrainer:
             await consumer.stop()
             raise
 
-    def _ensure_topics(self) -> None:
+    def ensure_topics(self) -> None:
         s = self.settings
         specs = [
             TopicSpec(s.input_topic, partitions=s.input_partitions),

@@ -62,3 +62,22 @@ def unique_name() -> Callable[[str], str]:
         return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
     return make
+
+
+def worker_env(bootstrap: str, unique_name: Callable[[str], str], data_dir: str,
+               **settings: str) -> dict[str, str]:
+    """Environment for a worker with fresh topic, group and app names."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "MBNMRN_INPUT_TOPIC": unique_name("interactions"),
+        "MBNMRN_DLQ_TOPIC": unique_name("dlq"),
+        "MBNMRN_RECOMMENDATIONS_TOPIC": unique_name("recs"),
+        "MBNMRN_METRICS_TOPIC": unique_name("metrics"),
+        "MBNMRN_GROUP_ID": unique_name("trainer"),
+        "MBNMRN_APP_ID": unique_name("app"),
+        "MBNMRN_DATA_DIR": data_dir,
+        "MBNMRN_FLUSH_SECONDS": "1",
+        "MBNMRN_EVAL_CANDIDATES": "200",
+    }
+    env.update({f"MBNMRN_{k.upper()}": str(v) for k, v in settings.items()})
+    return env

@@ -12,6 +12,7 @@ from infra.broker import free_port
 from infra.worker import REPO_ROOT, start_worker
 from streams.datasets import load_dataset
 from streams.replay import replay
+from tests.conftest import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -19,20 +20,8 @@ EVENTS = 2500
 
 
 def test_worker_serves_lists_and_resumes_after_restart(kafka_bootstrap, unique_name, tmp_path):
-    topic = unique_name("interactions")
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "MBNMRN_INPUT_TOPIC": topic,
-        "MBNMRN_DLQ_TOPIC": unique_name("dlq"),
-        "MBNMRN_RECOMMENDATIONS_TOPIC": unique_name("recs"),
-        "MBNMRN_METRICS_TOPIC": unique_name("metrics"),
-        "MBNMRN_GROUP_ID": unique_name("trainer"),
-        "MBNMRN_APP_ID": unique_name("app"),
-        "MBNMRN_DATA_DIR": str(tmp_path / "data"),
-        "MBNMRN_WINDOW_SIZE": "1024",
-        "MBNMRN_FLUSH_SECONDS": "1",
-        "MBNMRN_EVAL_CANDIDATES": "200",
-    }
+    env = worker_env(kafka_bootstrap, unique_name, str(tmp_path / "data"), window_size=1024)
+    topic = env["MBNMRN_INPUT_TOPIC"]
     events = load_dataset("online-retail-uci", since="2011-11-01", limit=EVENTS)
     users = sorted(set(events.column("user_id").to_pylist()))
 

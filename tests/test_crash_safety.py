@@ -1,0 +1,183 @@
+"""Kill the worker anywhere, restart it: the model ends bit-identical to an unbroken run.
+
+Real broker, real worker processes (`faust -A topology worker`), real RocksDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from infra.broker import free_port, start_broker
+from infra.worker import start_worker
+from streams.checkpoint import CheckpointStore
+from streams.datasets import load_dataset
+from streams.job import StreamTrainer
+from streams.replay import replay
+from streams.settings import Settings
+from tests.conftest import worker_env
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 256
+EVENTS = 6 * WINDOW + 100  # six full windows and a partial one
+WINDOWS = 7
+
+
+@pytest.fixture(scope="module")
+def events():
+    return load_dataset("online-retail-uci", since="2011-11-01", limit=EVENTS)
+
+
+def _settings_of(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env, device="cpu")
+
+
+async def _train_all(job: StreamTrainer, timeout_s: float = 60) -> None:
+    await job.start()
+    task = asyncio.create_task(job.run())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while job.recommender.windows < WINDOWS or job.buffer.opened_at is not None:
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline, job.status()
+            await asyncio.sleep(0.05)
+    finally:
+        await job.stop()
+        await asyncio.wait_for(task, 30)
+        await job.close()
+
+
+def _reference(env: dict[str, str], data_dir: Path) -> None:
+    """The same job, never killed, in this process."""
+    settings = Settings.from_env({**env, "MBNMRN_DATA_DIR": str(data_dir)}, device="cpu")
+    asyncio.run(_train_all(StreamTrainer(settings)))
+
+
+def _assert_same_checkpoint(a: Path, b: Path) -> None:
+    with CheckpointStore(a) as sa, CheckpointStore(b) as sb:
+        ca, cb = sa.load_latest(), sb.load_latest()
+    assert ca is not None and cb is not None
+    assert ca.window == cb.window == WINDOWS
+    assert ca.offsets == cb.offsets
+    assert ca.counters["events_trained"] == cb.counters["events_trained"] == EVENTS
+    assert ca.blobs == cb.blobs  # id vocabularies
+    assert ca.meta == cb.meta
+    assert ca.tensors.keys() == cb.tensors.keys()
+    for name in ca.tensors:  # weights, both Adam states, value memory, history
+        assert torch.equal(ca.tensors[name], cb.tensors[name]), name
+
+
+def _finished(s: dict) -> bool:
+    return s["windows_trained"] == WINDOWS and s["buffered"] == 0
+
+
+def test_killed_anywhere_the_model_ends_as_if_never_killed(kafka_bootstrap, unique_name,
+                                                           tmp_path, events):
+    env = worker_env(kafka_bootstrap, unique_name, str(tmp_path / "killed"),
+                     window_size=WINDOW)
+    topic = env["MBNMRN_INPUT_TOPIC"]
+    asyncio.run(_create_topics(_settings_of(env)))
+    replay(events, bootstrap=kafka_bootstrap, topic=topic, progress=False)
+
+    # A failpoint per phase of a window, then a SIGKILL at a random moment in a window.
+    for n, phase in enumerate(["trained", "publishing", "published", "checkpointed"], 1):
+        worker = start_worker({**env, "MBNMRN_CRASH_AT": f"{phase}:{n}"},
+                              tmp_path / f"worker-{n}.log", free_port())
+        assert worker.proc.wait(120) == -signal.SIGKILL, worker.tail()
+        assert f"failpoint {phase}:{n} reached" in worker.tail(50)
+    worker = start_worker({**env, "MBNMRN_SLOW_WINDOW_S": "0.4"}, tmp_path / "worker-5.log",
+                          free_port())
+    worker.wait_until(lambda s: s["state"] == "running", timeout_s=90)
+    time.sleep(random.Random(os.getpid()).uniform(0.1, 0.8))  # inside window 5's training
+    worker.kill()
+    worker = start_worker(env, tmp_path / "worker-6.log", free_port())
+    try:
+        status = worker.wait_until(_finished, timeout_s=120)
+        assert status["events_trained"] == EVENTS
+        assert status["last_trained_offsets"] == {f"{topic}/0": EVENTS - 1}
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+    _reference(env, tmp_path / "reference")
+    _assert_same_checkpoint(tmp_path / "killed" / "checkpoint",
+                            tmp_path / "reference" / "checkpoint")
+
+
+async def _create_topics(settings: Settings) -> None:
+    job = StreamTrainer(settings)
+    await job.start()
+    await job.close()
+
+
+def test_redelivered_records_are_skipped_not_trained_twice(kafka_bootstrap, unique_name,
+                                                           tmp_path, events):
+    env = worker_env(kafka_bootstrap, unique_name, str(tmp_path / "data"), window_size=WINDOW)
+    settings = _settings_of(env)
+    asyncio.run(_create_topics(settings))
+    replay(events, bootstrap=kafka_bootstrap, topic=settings.input_topic, progress=False)
+
+    async def scenario() -> StreamTrainer:
+        job = StreamTrainer(settings)
+        await job.start()
+        task = asyncio.create_task(job.run())
+        try:
+            while job.recommender.windows < WINDOWS or job.buffer.opened_at is not None:
+                await asyncio.sleep(0.05)
+            # As after a rebalance: the consumer is sent back to the start of the topic.
+            job.consumer.seek(next(iter(job.consumer.assignment())), 0)
+            deadline = time.monotonic() + 30
+            while job.counters["redelivered_skipped"] < EVENTS:
+                assert time.monotonic() < deadline, job.status()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # longer than the flush bound
+        finally:
+            await job.stop()
+            await asyncio.wait_for(task, 30)
+            await job.close()
+        return job
+
+    job = asyncio.run(scenario())
+    assert job.counters["redelivered_skipped"] == EVENTS
+    assert job.recommender.windows == WINDOWS
+    assert job.counters["events_trained"] == EVENTS
+
+
+def test_broker_paused_then_resumed_and_unreachable_at_start_up(unique_name, tmp_path, events):
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    env = worker_env(bootstrap, unique_name, str(tmp_path / "paused"), window_size=WINDOW,
+                     slow_window_s="0.3")
+    worker = start_worker(env, tmp_path / "worker.log", free_port())  # no broker yet
+    broker = None
+    try:
+        time.sleep(4)
+        assert worker.proc.poll() is None, worker.tail()
+        broker = start_broker(port, log_path=tmp_path / "broker.log")
+        worker.wait_until(lambda s: s["state"] == "running", timeout_s=90)
+        replay(events, bootstrap=bootstrap, topic=env["MBNMRN_INPUT_TOPIC"], progress=False)
+        worker.wait_until(lambda s: s["windows_trained"] >= 2, timeout_s=60)
+        os.kill(broker.pid, signal.SIGSTOP)  # longer than the 6 s session timeout
+        time.sleep(8)
+        os.kill(broker.pid, signal.SIGCONT)
+        status = worker.wait_until(_finished, timeout_s=120)
+        assert status["events_trained"] == EVENTS
+        assert "ECONNREFUSED" in worker.tail(10_000)  # it did start before the broker
+    finally:
+        code = worker.stop()
+        if broker is not None:
+            os.kill(broker.pid, signal.SIGCONT)
+    assert code == 0, worker.tail()
+    try:
+        _reference(env, tmp_path / "reference")
+        _assert_same_checkpoint(tmp_path / "paused" / "checkpoint",
+                                tmp_path / "reference" / "checkpoint")
+    finally:
+        broker.stop()
