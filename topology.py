@@ -3,6 +3,15 @@
 Settings come from environment variables (see README, "Settings").
 """
 
-from streams.app import build_app
+import sys
 
-app = build_app()
+from streams.app import build_app
+from streams.settings import Settings, SettingsError
+
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:  # a configuration error: say what to fix, without a traceback
+    print(f"mbnmrn: bad setting: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+app = build_app(settings)

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from infra.broker import free_port, start_broker
 from infra.worker import start_worker
-from streams.datasets import default_data_dir, load_dataset
+from streams.datasets import default_data_dir, load_dataset, products_only
 from streams.replay import replay
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,10 @@ def run_demo(
         worker.wait_until(lambda s: s.get("state") == "running", timeout_s=120)
         print(f"worker: faust -A topology worker, pid {worker.proc.pid}, {worker.url}")
 
-        table = load_dataset("online-retail-uci", since=since, until=until, limit=limit)
+        table = products_only(load_dataset("online-retail-uci", since=since, until=until))
+        table = table.slice(0, limit) if limit is not None else table
         users = table.column("user_id").to_pylist()
-        print(f"replaying {table.num_rows:,} Online Retail purchases from {since} "
+        print(f"replaying {table.num_rows:,} Online Retail product purchases from {since} "
               f"({len(set(users)):,} customers) plus {len(MALFORMED)} malformed events")
         start = time.monotonic()
         producer = KafkaProducer(bootstrap_servers=bootstrap)
@@ -103,7 +104,7 @@ def run_demo(
         producer.close()
         total = sent + len(MALFORMED)
         status = worker.wait_until(
-            lambda s: s["events_trained"] + s["dead_letters"] >= total and s["buffered"] == 0
+            lambda s: s["buffered"] == 0
             and sum(o + 1 for o in s["last_trained_offsets"].values()) >= total,
             timeout_s=600,
         )
@@ -143,7 +144,8 @@ def _print_report(r: DemoReport, status: dict, metrics: list[dict], names: dict[
     print()
     print(f"trained {r.events_trained:,} events in {r.windows} windows, "
           f"{r.events_per_s:,.0f} events/s end to end; dead letters: {r.dead_letters} "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(status['dead_letter_reasons'].items()))})")
+          f"({', '.join(f'{k} {v}' for k, v in sorted(status['dead_letter_reasons'].items()))}); "
+          f"exact duplicates dropped: {status['duplicates_skipped']:,}")
     online = r.online
     hr = next((v for k, v in online.items() if k.startswith("hr@")), None)
     ndcg = next((v for k, v in online.items() if k.startswith("ndcg@")), None)

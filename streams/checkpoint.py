@@ -52,6 +52,7 @@ class Checkpoint:
     blobs: dict[str, bytes] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     written_at: float = 0.0
+    tails: dict[str, int] = field(default_factory=dict)  # per partition: digest at offset - 1
 
 
 def _seq_key(seq: int, suffix: str) -> bytes:
@@ -72,7 +73,11 @@ def _decode(data: bytes, spec: dict[str, Any]) -> Tensor:
         raise CheckpointError(f"unknown dtype {spec['dtype']!r}")
     np_dtype = np.dtype(spec["dtype"]).newbyteorder("<")
     array = np.frombuffer(data, dtype=np_dtype).reshape(spec["shape"])
-    return torch.from_numpy(array.copy())
+    # Copy into memory from torch's allocator: BLAS kernels may round differently on
+    # differently aligned buffers, and a resumed model must compute bit for bit as before.
+    out = torch.empty(spec["shape"], dtype=dtype)
+    out.numpy()[...] = array
+    return out
 
 
 class CheckpointStore:
@@ -130,6 +135,7 @@ class CheckpointStore:
         manifest = {
             "window": ckpt.window,
             "offsets": ckpt.offsets,
+            "tails": ckpt.tails,
             "counters": ckpt.counters,
             "meta": ckpt.meta,
             "tensors": tensors,
@@ -180,6 +186,7 @@ class CheckpointStore:
             blobs=blobs,
             counters={k: int(v) for k, v in manifest["counters"].items()},
             written_at=float(manifest["written_at"]),
+            tails={k: int(v) for k, v in manifest.get("tails", {}).items()},
         )
 
     def _read(self, spec: dict[str, Any]) -> bytes:

@@ -256,6 +256,16 @@ def load_dataset(
                                limit=limit)
 
 
+PRODUCT_CODE = r"^\d{5}"  # Online Retail product StockCodes: five digits, maybe a letter
+
+
+def products_only(table: pa.Table, pattern: str = PRODUCT_CODE) -> pa.Table:
+    """Rows whose item id matches `pattern`: drops Online Retail's non-product lines
+    (POST, DOT, M, C2, BANK CHARGES, AMAZONFEE, gift vouchers...), which a shop would
+    not recommend."""
+    return table.filter(pc.match_substring_regex(table["item_id"], pattern))
+
+
 def _online_retail(folder: Path) -> pa.Table:
     """Purchase lines: a customer id, no "C" (cancellation) invoice, a positive quantity.
 

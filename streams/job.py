@@ -35,16 +35,17 @@ from infra.topics import TopicSpec, ensure_topics
 from model.recommender import Recommender
 from model.trainer import WindowReport
 from streams.checkpoint import Checkpoint, CheckpointStore
+from streams.dedup import RecentEvents, digest
 from streams.faults import Failpoints, Stopping, retry
 from streams.records import dead_letter_value, parse_values
 from streams.security import aiokafka_kwargs, kafka_python_kwargs
 from streams.settings import Settings
-from streams.windowing import Window, WindowBuffer, partition_key, select
+from streams.windowing import Window, WindowBuffer, partition_key, select, subset
 
 log = logging.getLogger(__name__)
 
 _COUNTERS = ("events_trained", "dead_letters", "redelivered_skipped", "filtered", "evaluated",
-             "hits", "windows_rolled_back")
+             "hits", "windows_rolled_back", "duplicates_skipped")
 
 
 def _now_iso() -> str:
@@ -59,6 +60,7 @@ class StreamTrainer:
         self.device = settings.torch_device()
         self.recommender = Recommender(settings.model_config(), settings.seed, self.device)
         self.buffer = WindowBuffer(settings.window_size)
+        self.recent = RecentEvents(settings.dedup_horizon)
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.ndcg_sum = 0.0
         self.dead_letter_reasons: dict[str, int] = {}
@@ -67,6 +69,11 @@ class StreamTrainer:
         self._lock = threading.Lock()  # guards the recommender: trainer thread vs queries
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mbnmrn-train")
         self._dead_letters: list[tuple[bytes, bytes | None]] = []  # (value, key) not yet sent
+        # Records counted (dead letter, filtered, duplicate) but not yet covered by a
+        # checkpoint: (partition key, offset, counter); a checkpoint leaves them out, so a
+        # restart that reads them again does not count them twice.
+        self._uncovered: list[tuple[str, int, str]] = []
+        self._last_position_save = 0.0
         self.failpoints = Failpoints(settings.crash_at)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -149,10 +156,17 @@ class StreamTrainer:
             ckpt.tensors, ckpt.meta, ckpt.blobs, device=self.device
         )
         self.buffer.consumed = dict(ckpt.offsets)
+        self.buffer.tails = dict(ckpt.tails)
         self.checkpointed_offsets = dict(ckpt.offsets)
+        digests = ckpt.tensors.get("job/recent_digests")
+        if digests is not None:
+            self.recent = RecentEvents.from_tensor(self.settings.dedup_horizon, digests)
         for name in _COUNTERS:
             self.counters[name] = ckpt.counters.get(name, 0)
         self.ndcg_sum = ckpt.counters.get("ndcg_micro", 0) / 1e6
+        self.dead_letter_reasons = {
+            k.split(".", 1)[1]: v for k, v in ckpt.counters.items() if k.startswith("dead_letters.")
+        }
         log.info(
             "restored checkpoint: window %d, %d users, %d items, offsets %s",
             ckpt.window, len(self.recommender.users), len(self.recommender.items), ckpt.offsets,
@@ -168,6 +182,8 @@ class StreamTrainer:
         tps = [TopicPartition(topic, p) for p in partitions]
         self.consumer.assign(tps)
         for tp in tps:
+            await self._verify_tail(tp)
+        for tp in tps:
             offset = self.buffer.consumed.get(partition_key(tp.topic, tp.partition))
             if offset is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -175,6 +191,27 @@ class StreamTrainer:
                 self.consumer.seek(tp, offset)
         log.info("trainer assigned %s partitions %s; resuming at %s", topic, partitions,
                  self.buffer.consumed or "the beginning")
+
+    async def _verify_tail(self, tp: TopicPartition) -> None:
+        """Check that the record just below the checkpointed offset is still the one the
+        checkpoint saw; if not, the topic was recreated or truncated, and say so loudly."""
+        assert self.consumer is not None
+        key = partition_key(tp.topic, tp.partition)
+        offset, tail = self.buffer.consumed.get(key), self.buffer.tails.get(key)
+        if not offset or tail is None:
+            return
+        self.consumer.seek(tp, offset - 1)
+        got = await self.consumer.getmany(tp, timeout_ms=5000, max_records=1)
+        records = got.get(tp, [])
+        if records and records[0].offset == offset - 1 and digest(records[0].value or b"") == tail:
+            return
+        found = f"offset {records[0].offset}" if records else "no record"
+        log.warning(
+            "the checkpoint is at offset %d of %s but the record before it is not the one it "
+            "trained on (%s found): the topic was recreated or truncated (the bundled broker "
+            "forgets every topic on restart). Records below offset %d will be skipped; to "
+            "start over, stop the worker and delete %s", offset, key, found, offset,
+            self.settings.checkpoint_dir)
 
     async def stop(self) -> None:
         """Ask the loop to stop after the window in progress."""
@@ -220,12 +257,19 @@ class StreamTrainer:
                 for tp, records in batches.items():
                     windows += self._ingest(tp, records)
                 await self._send_dead_letters()
-                for window in windows:
-                    await self._process(window)
-                if self.buffer.due(flush_s):
+                busy = time.monotonic()
+                for i, window in enumerate(windows):
+                    await self._process(window, later=sum(len(w) for w in windows[i + 1 :]))
+                self.buffer.postpone(time.monotonic() - busy)  # our own time is not waiting
+                # The time bound is for a quiet stream: while the consumer is behind (the
+                # last poll came back full) windows keep filling, whatever our own speed.
+                caught_up = sum(map(len, batches.values())) < self.settings.window_size
+                if caught_up and self.buffer.due(flush_s):
                     window = self.buffer.flush()
                     if window is not None:
                         await self._process(window)
+                if not windows:
+                    await self._save_position()
         except Stopping as exc:
             log.info("stopped while retrying %s; the window in progress is not checkpointed", exc)
         finally:
@@ -243,10 +287,24 @@ class StreamTrainer:
         for rej in rejections:
             rec = fresh[rej.position]
             self._dead_letter(rec, rej.reason, rej.detail)
+            self._uncovered.append((key, rec.offset, "dead_letters." + rej.reason.value))
         trainable = select(events, self._trainable)
-        self.counters["filtered"] += len(events) - len(trainable)
+        if len(trainable) < len(events):
+            kept = set(trainable.positions)
+            for p in events.positions:
+                if p not in kept:
+                    self.counters["filtered"] += 1
+                    self._uncovered.append((key, fresh[p].offset, "filtered"))
+        fresh_values = self.recent.accept([fresh[p].value for p in trainable.positions])
+        if not all(fresh_values):
+            for p, new in zip(trainable.positions, fresh_values):
+                if not new:
+                    self.counters["duplicates_skipped"] += 1
+                    self._uncovered.append((key, fresh[p].offset, "duplicates_skipped"))
+            trainable = subset(trainable, [i for i, new in enumerate(fresh_values) if new])
         return self.buffer.feed(
-            key, [r.offset for r in fresh], trainable, [r.timestamp for r in fresh]
+            key, [r.offset for r in fresh], trainable, [r.timestamp for r in fresh],
+            [r.value for r in fresh],
         )
 
     def _dead_letter(self, rec: Any, reason: Any, detail: str) -> None:
@@ -260,7 +318,9 @@ class StreamTrainer:
         self.dead_letter_reasons[code] = self.dead_letter_reasons.get(code, 0) + 1
         log.debug("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, code)
 
-    async def _process(self, window: Window) -> None:
+    async def _process(self, window: Window, later: int = 0) -> None:
+        """Train, publish, checkpoint and commit one window; `later` events were accepted
+        after it (cut into later windows or still buffered)."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         report, lists = await loop.run_in_executor(self._pool, self._train, window)
@@ -271,7 +331,9 @@ class StreamTrainer:
                     stopping=self._stopping)
         self.failpoints.reach("published", report.window)
         t2 = time.perf_counter()
-        await loop.run_in_executor(self._pool, self._checkpoint, window)
+        await loop.run_in_executor(
+            self._pool, self._checkpoint, window, later + len(self.buffer)
+        )
         self.failpoints.reach("checkpointed", report.window)
         t3 = time.perf_counter()
         await self._commit(window)
@@ -339,16 +401,46 @@ class StreamTrainer:
         await retry("sending dead letters", attempt, stopping=self._stopping)
         self._dead_letters.clear()
 
-    def _checkpoint(self, window: Window) -> None:
+    def _checkpoint(self, window: Window, later: int) -> None:
         assert self.store is not None
         with self._lock:
             tensors, meta, blobs = self.recommender.state()
-        counters = {**self.counters, "ndcg_micro": int(round(self.ndcg_sum * 1e6))}
+        # Digests of events the checkpoint covers; the `later` ones will be read again.
+        tensors["job/recent_digests"] = self.recent.to_tensor(exclude_newest=later)
+        counters = self._covered_counters(window.offsets)
         self.store.save(Checkpoint(
             window=self.recommender.windows, offsets=dict(window.offsets), tensors=tensors,
-            meta=meta, blobs=blobs, counters=counters,
+            meta=meta, blobs=blobs, counters=counters, tails=dict(window.tails),
         ))
         self.checkpointed_offsets = dict(window.offsets)
+
+    def _covered_counters(self, offsets: dict[str, int]) -> dict[str, int]:
+        """The counters as of `offsets`: records beyond them are left out (and kept)."""
+        counters = {**self.counters, "ndcg_micro": int(round(self.ndcg_sum * 1e6))}
+        for code, n in self.dead_letter_reasons.items():
+            counters["dead_letters." + code] = n
+        beyond = [e for e in self._uncovered if e[1] >= offsets.get(e[0], 0)]
+        for _, _, name in beyond:
+            counters[name] -= 1
+            if name.startswith("dead_letters."):
+                counters["dead_letters"] -= 1
+        self._uncovered = beyond
+        return counters
+
+    async def _save_position(self) -> None:
+        """Checkpoint the position when only untrainable records arrived since the last
+        checkpoint (nothing buffered): otherwise a restart would read them again."""
+        consumed = self.buffer.consumed
+        if (len(self.buffer) or consumed == self.checkpointed_offsets
+                or time.monotonic() - self._last_position_save < self.settings.flush_seconds):
+            return
+        self._last_position_save = time.monotonic()
+        window = Window([], [], [], dict(consumed), time.monotonic(),
+                        tails=dict(self.buffer.tails))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._checkpoint, window, 0)
+        await self._commit(window)
+        log.debug("position checkpoint at %s (no window to train)", window.offsets)
 
     async def _commit(self, window: Window) -> None:
         assert self.consumer is not None
@@ -401,6 +493,7 @@ class StreamTrainer:
             "dead_letters": c["dead_letters"],
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "redelivered_skipped": c["redelivered_skipped"],
+            "duplicates_skipped": c["duplicates_skipped"],
             "filtered_event_types": c["filtered"],
             "windows_rolled_back": c["windows_rolled_back"],
             "buffered": len(self.buffer),
@@ -424,6 +517,7 @@ class StreamTrainer:
     def recommend(self, user_id: str) -> dict[str, Any] | None:
         """The current model's list for one user (thread-safe), or None if unknown."""
         s = self.settings
+        user_id = user_id.strip()  # ids are stripped at ingest too
         with self._lock:
             lists = self.recommender.recommend([user_id], s.top_k, s.exclude_purchased)
             version = self.recommender.windows

@@ -154,19 +154,26 @@ def _rounds(table: pa.Table, extras: list[bytes],
 
 def load_table(args: argparse.Namespace) -> pa.Table:
     """The interaction table a command line asks for (a preset or a mapped file)."""
-    filters = dict(since=args.since, until=args.until, limit=args.limit,
+    filters = dict(since=args.since, until=args.until,
+                   limit=None if args.products_only else args.limit,  # filter, then limit
                    event_types=args.event_types.split(",") if args.event_types else None)
     if args.file is None:
-        return datasets.load_dataset(args.dataset, data_dir=args.data_dir, **filters)
-    if not (args.user_col and args.item_col and args.time_col):
+        table = datasets.load_dataset(args.dataset, data_dir=args.data_dir, **filters)
+    elif not (args.user_col and args.item_col and args.time_col):
         raise datasets.DatasetError("--file needs --user-col, --item-col and --time-col")
-    return datasets.read_interactions(
-        args.file, fmt=args.format, user_col=args.user_col, item_col=args.item_col,
-        time_col=args.time_col, event_col=args.event_col, quantity_col=args.quantity_col,
-        price_col=args.price_col, has_header=not args.no_header, delimiter=args.delimiter,
-        column_names=args.columns.split(",") if args.columns else None,
-        time_unit=args.time_unit, time_zone=args.time_zone,
-        event_type_default=args.event_type_default, **filters)
+    else:
+        table = datasets.read_interactions(
+            args.file, fmt=args.format, user_col=args.user_col, item_col=args.item_col,
+            time_col=args.time_col, event_col=args.event_col, quantity_col=args.quantity_col,
+            price_col=args.price_col, has_header=not args.no_header, delimiter=args.delimiter,
+            column_names=args.columns.split(",") if args.columns else None,
+            time_unit=args.time_unit, time_zone=args.time_zone,
+            event_type_default=args.event_type_default, **filters)
+    if args.products_only:
+        table = datasets.products_only(table)
+        if args.limit is not None:
+            table = table.slice(0, args.limit)
+    return table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--until", help="end time (epoch s or ISO date), exclusive")
     sel.add_argument("--event-types", help="comma-separated event types to keep")
     sel.add_argument("--limit", type=int)
+    sel.add_argument("--products-only", action="store_true",
+                     help="keep item ids of five digits (Online Retail's products): drops "
+                          "POST, DOT, fees and vouchers")
     out = p.add_argument_group("output")
     out.add_argument("--topic", default="interactions")
     out.add_argument("--bootstrap",

@@ -67,7 +67,9 @@ class Settings:
     app_id: str = _setting("mbnmrn", "MBNMRN_APP_ID", "Faust application id")
     window_size: int = _setting(2048, "MBNMRN_WINDOW_SIZE", "H: interactions per window")
     flush_seconds: float = _setting(
-        5.0, "MBNMRN_FLUSH_SECONDS", "train a partial window once its oldest event waited this long"
+        5.0, "MBNMRN_FLUSH_SECONDS",
+        "train a partial window once its oldest event waited this long for more events "
+        "(time spent training does not count; never while the consumer is behind)",
     )
     top_k: int = _setting(10, "MBNMRN_TOP_K", "K: length of published recommendation lists")
     exclude_purchased: bool = _setting(
@@ -95,9 +97,16 @@ class Settings:
         Path(".mbnmrn"), "MBNMRN_DATA_DIR", "directory of the RocksDB checkpoint and Faust data"
     )
     checkpoint_keep: int = _setting(3, "MBNMRN_CHECKPOINT_KEEP", "checkpoints kept on disk")
+    dedup_horizon: int = _setting(
+        100_000, "MBNMRN_DEDUP_HORIZON",
+        "recent events remembered by content, so a producer's retry does not train twice (0: off)",
+    )
     device: str = _setting("auto", "MBNMRN_DEVICE", "torch device", ("auto", "cpu", "cuda"))
     seed: int = _setting(0, "MBNMRN_SEED", "seed of initialisation and per-window sampling")
     web_port: int = _setting(6066, "MBNMRN_WEB_PORT", "port of the worker's HTTP server")
+    web_bind: str = _setting(
+        "127.0.0.1", "MBNMRN_WEB_BIND", "address the HTTP server listens on (0.0.0.0: all)"
+    )
     session_timeout_s: float = _setting(
         6.0, "MBNMRN_SESSION_TIMEOUT_S", "Kafka consumer session timeout (seconds)"
     )
@@ -121,6 +130,15 @@ class Settings:
         for name in ("flush_seconds", "margin", "lr", "session_timeout_s"):
             if not getattr(self, name) > 0:
                 self._fail(name, getattr(self, name), "must be > 0")
+        if self.web_port > 65535:
+            self._fail("web_port", self.web_port, "must be a port number, 1 to 65535")
+        for server in self.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self._fail("kafka_bootstrap_servers", self.kafka_bootstrap_servers,
+                           "expected host:port[,host:port...]")
+        if self.dedup_horizon < 0:
+            self._fail("dedup_horizon", self.dedup_horizon, "must be >= 0")
         if self.slow_window_s < 0:
             self._fail("slow_window_s", self.slow_window_s, "must be >= 0")
         if self.crash_at:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from streams.dedup import digest
 from streams.records import EventBatch
 
 
@@ -23,6 +24,7 @@ class Window:
     offsets: dict[str, int]
     opened_at: float  # monotonic time its first event was buffered
     record_times_ms: list[int] = field(default_factory=list)  # Kafka record timestamps
+    tails: dict[str, int] = field(default_factory=dict)  # digest of the record at offset - 1
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -46,6 +48,7 @@ class WindowBuffer:
         self.size = size
         self.clock = clock
         self.consumed: dict[str, int] = {}
+        self.tails: dict[str, int] = {}  # digest of the last consumed record, per partition
         self._reset()
 
     def _reset(self) -> None:
@@ -68,11 +71,13 @@ class WindowBuffer:
         offsets: Sequence[int],
         events: EventBatch,
         record_times_ms: Sequence[int] | None = None,
+        values: Sequence[bytes | None] | None = None,
     ) -> list[Window]:
         """Add the valid `events` of one partition's records; return the windows they fill.
 
         offsets: the offset of every consumed record (valid or not), in order;
-        events.positions index into it.
+        events.positions index into it. values: the records' values, to remember a digest
+        of the last record each window covers (a restart checks the topic still has it).
         """
         if not offsets:
             return []
@@ -90,10 +95,21 @@ class WindowBuffer:
                 self._record_ms += [record_times_ms[p] for p in events.positions[start:stop]]
             start = stop
             if len(self._users) == self.size:
-                end = offsets[events.positions[stop - 1]] + 1
-                windows.append(self._cut({**self.consumed, key: end}))
+                last = events.positions[stop - 1]
+                tails = dict(self.tails)
+                if values is not None:
+                    tails[key] = digest(values[last] or b"")
+                windows.append(self._cut({**self.consumed, key: offsets[last] + 1}, tails))
         self.consumed[key] = offsets[-1] + 1
+        if values is not None:
+            self.tails[key] = digest(values[-1] or b"")
         return windows
+
+    def postpone(self, seconds: float) -> None:
+        """Move the partial window's start forward, e.g. by time spent training, so the
+        flush bound counts time spent waiting for events, not time spent busy."""
+        if self._opened is not None:
+            self._opened += seconds
 
     def due(self, flush_seconds: float) -> bool:
         """Whether the partial window has waited `flush_seconds` since its first event."""
@@ -103,13 +119,12 @@ class WindowBuffer:
         """Cut the partial window, if any; it covers everything consumed so far."""
         if not self._users:
             return None
-        return self._cut(dict(self.consumed))
+        return self._cut(dict(self.consumed), dict(self.tails))
 
-    def _cut(self, offsets: dict[str, int]) -> Window:
+    def _cut(self, offsets: dict[str, int], tails: dict[str, int]) -> Window:
+        opened = self.clock() if self._opened is None else self._opened
         window = Window(
-            self._users, self._items, self._times, offsets,
-            self.clock() if self._opened is None else self._opened,
-            self._record_ms,
+            self._users, self._items, self._times, offsets, opened, self._record_ms, tails
         )
         self._reset()
         return window
@@ -117,7 +132,11 @@ class WindowBuffer:
 
 def select(events: EventBatch, keep: Callable[[str], bool]) -> EventBatch:
     """The events whose event type passes `keep`, positions preserved."""
-    idx = [i for i, t in enumerate(events.event_types) if keep(t)]
+    return subset(events, [i for i, t in enumerate(events.event_types) if keep(t)])
+
+
+def subset(events: EventBatch, idx: Sequence[int]) -> EventBatch:
+    """The events at indices `idx` (ascending), positions preserved."""
     if len(idx) == len(events):
         return events
     return EventBatch(

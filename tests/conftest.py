@@ -81,3 +81,11 @@ def worker_env(bootstrap: str, unique_name: Callable[[str], str], data_dir: str,
     }
     env.update({f"MBNMRN_{k.upper()}": str(v) for k, v in settings.items()})
     return env
+
+
+def distinct_events(table) -> int:
+    """How many of a replayed table's events are distinct, i.e. trained (exact duplicates,
+    as a producer's retry would write them, are dropped by the trainer)."""
+    from streams.replay import encode_events
+
+    return len({value for _, value in encode_events(table)})

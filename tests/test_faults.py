@@ -228,3 +228,38 @@ def test_sasl_and_ssl_settings_reach_every_client_and_secrets_are_never_shown(
     log_text = worker.log_path.read_text(errors="replace")
     assert "s3cr3t-pa55" not in log_text
     assert "SASL" in log_text or "sasl" in log_text
+
+
+def test_a_recreated_topic_is_reported_at_start_up(unique_name, tmp_path, caplog):
+    # The bundled broker forgets its topics on restart, while the checkpoint remembers.
+    from infra.broker import start_broker
+
+    port = free_port()
+    broker = start_broker(port, log_path=tmp_path / "broker.log")
+    settings = _settings(f"127.0.0.1:{port}", unique_name, tmp_path, window_size=4)
+    try:
+        asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for n in range(8):
+            producer.send(settings.input_topic, _event(f"u{n}", f"i{n}"))
+        producer.flush()
+        producer.close()
+        asyncio.run(_run(StreamTrainer(settings), lambda j: j.recommender.windows == 2))
+        with caplog.at_level("WARNING"):
+            asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+        assert "record before it is not the one" not in caplog.text  # same topic: all good
+    finally:
+        broker.stop()
+    broker = start_broker(port, log_path=tmp_path / "broker2.log")
+    try:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer.send(settings.input_topic, _event("someone", "else"))
+        producer.flush()
+        producer.close()
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+        assert "the topic was recreated or truncated" in caplog.text
+        assert str(settings.checkpoint_dir) in caplog.text
+    finally:
+        broker.stop()

@@ -276,3 +276,14 @@ def test_select_of_everything_or_nothing() -> None:
     assert select(batch, lambda t: True) is batch
     none = select(batch, lambda t: False)
     assert len(none) == 0 and none.user_ids == [] and none.positions == []
+
+
+def test_postpone_moves_the_flush_deadline_by_busy_time() -> None:
+    now = [100.0]
+    buf = WindowBuffer(4, clock=lambda: now[0])
+    assert buf.feed("t/0", [0], EventBatch(["u"], ["i"], [1.0], ["purchase"], [None], [None], [0])) == []
+    now[0] = 101.5
+    buf.postpone(1.0)  # a second spent training another window
+    assert not buf.due(1.0)
+    now[0] = 102.0
+    assert buf.due(1.0)
