@@ -21,35 +21,28 @@ may be published twice (at least once, identical contents).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.topics import TopicSpec, ensure_topics
 from model.recommender import Recommender
 from model.trainer import WindowReport
 from streams.checkpoint import Checkpoint, CheckpointStore
+from streams.counters import StreamCounters
 from streams.dedup import RecentEvents, digest
 from streams.faults import Failpoints, Stopping, retry
-from streams.records import dead_letter_value, parse_values
+from streams.publisher import Publisher, list_value, now_iso
+from streams.records import parse_values
 from streams.security import aiokafka_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.windowing import Window, WindowBuffer, partition_key, select, subset
 
 log = logging.getLogger(__name__)
-
-_COUNTERS = ("events_trained", "dead_letters", "redelivered_skipped", "filtered", "evaluated",
-             "hits", "windows_rolled_back", "duplicates_skipped")
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class StreamTrainer:
@@ -61,27 +54,20 @@ class StreamTrainer:
         self.recommender = Recommender(settings.model_config(), settings.seed, self.device)
         self.buffer = WindowBuffer(settings.window_size)
         self.recent = RecentEvents(settings.dedup_horizon)
-        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self.ndcg_sum = 0.0
-        self.dead_letter_reasons: dict[str, int] = {}
+        self.counters = StreamCounters()
         self.last_report: WindowReport | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()  # guards the recommender: trainer thread vs queries
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mbnmrn-train")
-        self._dead_letters: list[tuple[bytes, bytes | None]] = []  # (value, key) not yet sent
-        # Records counted (dead letter, filtered, duplicate) but not yet covered by a
-        # checkpoint: (partition key, offset, counter); a checkpoint leaves them out, so a
-        # restart that reads them again does not count them twice.
-        self._uncovered: list[tuple[str, int, str]] = []
         self._last_position_save = 0.0
         self.failpoints = Failpoints(settings.crash_at)
+        self.publisher = Publisher(settings, self.failpoints)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._run_started = False
         self._trainable = settings.train_event_types.__contains__
         self.store: CheckpointStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
         self._last_info = 0.0
         self.checkpointed_offsets: dict[str, int] = {}
         self.state = "starting"  # starting -> running -> stopping -> stopped
@@ -99,22 +85,9 @@ class StreamTrainer:
         stopping = self._stopping
         await retry("creating topics", lambda: loop.run_in_executor(None, self.ensure_topics),
                     stopping=stopping)
-        await retry("starting the producer", self._start_producer, stopping=stopping)
+        await retry("starting the producer", self.publisher.start, stopping=stopping)
         await retry("starting the consumer", self._start_consumer, stopping=stopping)
         self.state = "running"
-
-    async def _start_producer(self) -> None:
-        s = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=5,
-            max_request_size=4 * 1024 * 1024, **aiokafka_kwargs(s),
-        )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self.producer = producer
 
     async def _start_consumer(self) -> None:
         s = self.settings
@@ -161,12 +134,7 @@ class StreamTrainer:
         digests = ckpt.tensors.get("job/recent_digests")
         if digests is not None:
             self.recent = RecentEvents.from_tensor(self.settings.dedup_horizon, digests)
-        for name in _COUNTERS:
-            self.counters[name] = ckpt.counters.get(name, 0)
-        self.ndcg_sum = ckpt.counters.get("ndcg_micro", 0) / 1e6
-        self.dead_letter_reasons = {
-            k.split(".", 1)[1]: v for k, v in ckpt.counters.items() if k.startswith("dead_letters.")
-        }
+        self.counters.restore(ckpt.counters)
         log.info(
             "restored checkpoint: window %d, %d users, %d items, offsets %s",
             ckpt.window, len(self.recommender.users), len(self.recommender.items), ckpt.offsets,
@@ -229,9 +197,9 @@ class StreamTrainer:
         return True
 
     async def close(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is not None:
-                await client.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.publisher.stop()
         self._pool.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
@@ -256,7 +224,7 @@ class StreamTrainer:
                 windows: list[Window] = []
                 for tp, records in batches.items():
                     windows += self._ingest(tp, records)
-                await self._send_dead_letters()
+                await self.publisher.send_dead_letters(self._stopping)
                 busy = time.monotonic()
                 for i, window in enumerate(windows):
                     await self._process(window, later=sum(len(w) for w in windows[i + 1 :]))
@@ -280,43 +248,30 @@ class StreamTrainer:
         key = partition_key(tp.topic, tp.partition)
         floor = self.buffer.consumed.get(key, 0)
         fresh = [r for r in records if r.offset >= floor]
-        self.counters["redelivered_skipped"] += len(records) - len(fresh)
+        self.counters.redelivered(len(records) - len(fresh))
         if not fresh:
             return []
         events, rejections = parse_values([r.value for r in fresh])
         for rej in rejections:
             rec = fresh[rej.position]
-            self._dead_letter(rec, rej.reason, rej.detail)
-            self._uncovered.append((key, rec.offset, "dead_letters." + rej.reason.value))
+            self.publisher.dead_letter(rec, rej.reason, rej.detail)
+            self.counters.dead_letter(key, rec.offset, rej.reason.value)
         trainable = select(events, self._trainable)
         if len(trainable) < len(events):
             kept = set(trainable.positions)
             for p in events.positions:
                 if p not in kept:
-                    self.counters["filtered"] += 1
-                    self._uncovered.append((key, fresh[p].offset, "filtered"))
+                    self.counters.skipped(key, fresh[p].offset, "filtered")
         fresh_values = self.recent.accept([fresh[p].value for p in trainable.positions])
         if not all(fresh_values):
             for p, new in zip(trainable.positions, fresh_values):
                 if not new:
-                    self.counters["duplicates_skipped"] += 1
-                    self._uncovered.append((key, fresh[p].offset, "duplicates_skipped"))
+                    self.counters.skipped(key, fresh[p].offset, "duplicates_skipped")
             trainable = subset(trainable, [i for i, new in enumerate(fresh_values) if new])
         return self.buffer.feed(
             key, [r.offset for r in fresh], trainable, [r.timestamp for r in fresh],
             [r.value for r in fresh],
         )
-
-    def _dead_letter(self, rec: Any, reason: Any, detail: str) -> None:
-        value = dead_letter_value(
-            rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-            reason=reason, detail=detail, timestamp_ms=rec.timestamp,
-        )
-        self._dead_letters.append((value, rec.key))
-        self.counters["dead_letters"] += 1
-        code = getattr(reason, "value", str(reason))
-        self.dead_letter_reasons[code] = self.dead_letter_reasons.get(code, 0) + 1
-        log.debug("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, code)
 
     async def _process(self, window: Window, later: int = 0) -> None:
         """Train, publish, checkpoint and commit one window; `later` events were accepted
@@ -326,9 +281,9 @@ class StreamTrainer:
         report, lists = await loop.run_in_executor(self._pool, self._train, window)
         self.failpoints.reach("trained", report.window)
         t1 = time.perf_counter()
-        await retry(f"publishing window {report.window}",
-                    lambda: self._publish(window, report, lists, train_s=t1 - t0),
-                    stopping=self._stopping)
+        metrics = self.metrics(report, len(lists), train_s=t1 - t0)
+        await self.publisher.publish(report.window, self.recommender.windows, lists, metrics,
+                                     self._stopping)
         self.failpoints.reach("published", report.window)
         t2 = time.perf_counter()
         await loop.run_in_executor(
@@ -354,52 +309,10 @@ class StreamTrainer:
             lists = self.recommender.recommend(window.user_ids, s.top_k, s.exclude_purchased)
         self.last_report = report
         if report.rolled_back:
-            self.counters["windows_rolled_back"] += 1
             log.warning("window %d rolled back: its loss or gradients were not finite",
                         report.window)
-        self.counters["events_trained"] += report.size
-        self.counters["evaluated"] += report.evaluated
-        self.counters["hits"] += report.hits
-        self.ndcg_sum += report.ndcg
+        self.counters.trained(report)
         return report, lists
-
-    async def _publish(
-        self, window: Window, report: WindowReport, lists: dict, train_s: float
-    ) -> None:
-        assert self.producer is not None
-        s, version, now = self.settings, self.recommender.windows, _now_iso()
-        sends = []
-        for user, recs in lists.items():
-            value = {
-                "user_id": user,
-                "items": [{"item_id": r.item_id, "score": r.score} for r in recs],
-                "model_version": version,
-                "window": report.window,
-                "generated_at": now,
-            }
-            sends.append(self.producer.send(
-                s.recommendations_topic, json.dumps(value).encode(), key=user.encode()
-            ))
-        metrics = self.metrics(report, len(lists), train_s)
-        sends.append(self.producer.send(s.metrics_topic, json.dumps(metrics).encode()))
-        futures = await asyncio.gather(*sends)
-        await asyncio.gather(*futures[: len(futures) // 2])
-        self.failpoints.reach("publishing", report.window)  # half of the lists delivered
-        await asyncio.gather(*futures)
-
-    async def _send_dead_letters(self) -> None:
-        """Send the queued dead letters and wait until the broker has them (retrying)."""
-        if not self._dead_letters:
-            return
-
-        async def attempt() -> None:
-            assert self.producer is not None
-            topic = self.settings.dlq_topic
-            sends = [self.producer.send(topic, value, key=key) for value, key in self._dead_letters]
-            await asyncio.gather(*await asyncio.gather(*sends))
-
-        await retry("sending dead letters", attempt, stopping=self._stopping)
-        self._dead_letters.clear()
 
     def _checkpoint(self, window: Window, later: int) -> None:
         assert self.store is not None
@@ -407,25 +320,12 @@ class StreamTrainer:
             tensors, meta, blobs = self.recommender.state()
         # Digests of events the checkpoint covers; the `later` ones will be read again.
         tensors["job/recent_digests"] = self.recent.to_tensor(exclude_newest=later)
-        counters = self._covered_counters(window.offsets)
+        counters = self.counters.covered(window.offsets)
         self.store.save(Checkpoint(
             window=self.recommender.windows, offsets=dict(window.offsets), tensors=tensors,
             meta=meta, blobs=blobs, counters=counters, tails=dict(window.tails),
         ))
         self.checkpointed_offsets = dict(window.offsets)
-
-    def _covered_counters(self, offsets: dict[str, int]) -> dict[str, int]:
-        """The counters as of `offsets`: records beyond them are left out (and kept)."""
-        counters = {**self.counters, "ndcg_micro": int(round(self.ndcg_sum * 1e6))}
-        for code, n in self.dead_letter_reasons.items():
-            counters["dead_letters." + code] = n
-        beyond = [e for e in self._uncovered if e[1] >= offsets.get(e[0], 0)]
-        for _, _, name in beyond:
-            counters[name] -= 1
-            if name.startswith("dead_letters."):
-                counters["dead_letters"] -= 1
-        self._uncovered = beyond
-        return counters
 
     async def _save_position(self) -> None:
         """Checkpoint the position when only untrainable records arrived since the last
@@ -457,7 +357,6 @@ class StreamTrainer:
 
     def metrics(self, report: WindowReport, published: int, train_s: float) -> dict[str, Any]:
         c, k = self.counters, self.settings.eval_k
-        evaluated = c["evaluated"]
         return {
             "window": report.window,
             "model_version": self.recommender.windows,
@@ -468,30 +367,25 @@ class StreamTrainer:
             "evaluated": report.evaluated,
             f"hr@{k}": report.hit_rate if report.evaluated else None,
             f"ndcg@{k}": report.mean_ndcg if report.evaluated else None,
-            "cumulative": {
-                "evaluated": evaluated,
-                f"hr@{k}": c["hits"] / evaluated if evaluated else None,
-                f"ndcg@{k}": self.ndcg_sum / evaluated if evaluated else None,
-            },
+            "cumulative": c.online(k),
             "events_trained": c["events_trained"],
             "dead_letters": c["dead_letters"],
             "lists_published": published,
             "train_seconds": report.seconds,
             "train_and_rank_seconds": train_s,
             "previous_window_phase_seconds": self.phase_seconds,
-            "generated_at": _now_iso(),
+            "generated_at": now_iso(),
         }
 
     def status(self) -> dict[str, Any]:
         c, k = self.counters, self.settings.eval_k
-        evaluated = c["evaluated"]
         return {
             "state": self.state,
             "model_version": self.recommender.windows,
             "windows_trained": self.recommender.windows,
             "events_trained": c["events_trained"],
             "dead_letters": c["dead_letters"],
-            "dead_letter_reasons": dict(self.dead_letter_reasons),
+            "dead_letter_reasons": dict(c.reasons),
             "redelivered_skipped": c["redelivered_skipped"],
             "duplicates_skipped": c["duplicates_skipped"],
             "filtered_event_types": c["filtered"],
@@ -500,11 +394,7 @@ class StreamTrainer:
             "last_trained_offsets": self._last_trained_offsets(),
             "users": len(self.recommender.users),
             "items": len(self.recommender.items),
-            "online": {
-                "evaluated": evaluated,
-                f"hr@{k}": c["hits"] / evaluated if evaluated else None,
-                f"ndcg@{k}": self.ndcg_sum / evaluated if evaluated else None,
-            },
+            "online": c.online(k),
             "last_window_phase_seconds": self.phase_seconds,
             "device": self.device,
             "uptime_s": time.time() - self.started_at,
@@ -523,13 +413,7 @@ class StreamTrainer:
             version = self.recommender.windows
         if user_id not in lists:
             return None
-        return {
-            "user_id": user_id,
-            "items": [{"item_id": r.item_id, "score": r.score} for r in lists[user_id]],
-            "model_version": version,
-            "window": version - 1,
-            "generated_at": _now_iso(),
-        }
+        return list_value(user_id, lists[user_id], version, version - 1, now_iso())
 
     def _log_window(self, report: WindowReport, window: Window) -> None:
         now = time.monotonic()

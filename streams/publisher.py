@@ -1,0 +1,108 @@
+"""Everything the trainer writes to Kafka: lists, metrics and dead letters, acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from model.recommender import Recommendation
+from streams.faults import Failpoints, retry
+from streams.records import RejectReason, dead_letter_value
+from streams.security import aiokafka_kwargs
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def list_value(user: str, recs: list[Recommendation], version: int, window: int,
+               generated_at: str) -> dict[str, Any]:
+    """The wire format of one user's top-K list (topic and HTTP alike)."""
+    return {
+        "user_id": user,
+        "items": [{"item_id": r.item_id, "score": r.score} for r in recs],
+        "model_version": version,
+        "window": window,
+        "generated_at": generated_at,
+    }
+
+
+class Publisher:
+    """The trainer's producer. Every send is awaited until the broker acknowledges it."""
+
+    def __init__(self, settings: Settings, failpoints: Failpoints) -> None:
+        self.settings = settings
+        self.failpoints = failpoints
+        self.producer: AIOKafkaProducer | None = None
+        self._dead_letters: list[tuple[bytes, bytes | None]] = []  # (value, key) not yet sent
+
+    async def start(self) -> None:
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=5,
+            max_request_size=4 * 1024 * 1024, **aiokafka_kwargs(s),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer = producer
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    def dead_letter(self, rec: Any, reason: RejectReason, detail: str) -> None:
+        """Queue a dead letter for consumed record `rec`; `send_dead_letters` sends it."""
+        value = dead_letter_value(
+            rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+            reason=reason, detail=detail, timestamp_ms=rec.timestamp,
+        )
+        self._dead_letters.append((value, rec.key))
+        log.debug("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason.value)
+
+    async def send_dead_letters(self, stopping: asyncio.Event) -> None:
+        """Send the queued dead letters and wait until the broker has them (retrying)."""
+        if not self._dead_letters:
+            return
+
+        async def attempt() -> None:
+            assert self.producer is not None
+            topic = self.settings.dlq_topic
+            sends = [self.producer.send(topic, value, key=key) for value, key in self._dead_letters]
+            await asyncio.gather(*await asyncio.gather(*sends))
+
+        await retry("sending dead letters", attempt, stopping=stopping)
+        self._dead_letters.clear()
+
+    async def publish(self, window: int, version: int, lists: dict[str, list[Recommendation]],
+                      metrics: dict[str, Any], stopping: asyncio.Event) -> None:
+        """Send a window's lists and metrics, retrying the whole set until acknowledged."""
+
+        async def attempt() -> None:
+            assert self.producer is not None
+            s, now = self.settings, now_iso()
+            sends = [
+                self.producer.send(
+                    s.recommendations_topic,
+                    json.dumps(list_value(user, recs, version, window, now)).encode(),
+                    key=user.encode(),
+                )
+                for user, recs in lists.items()
+            ]
+            sends.append(self.producer.send(s.metrics_topic, json.dumps(metrics).encode()))
+            futures = await asyncio.gather(*sends)
+            await asyncio.gather(*futures[: len(futures) // 2])
+            self.failpoints.reach("publishing", window)  # half of the lists delivered
+            await asyncio.gather(*futures)
+
+        await retry(f"publishing window {window}", attempt, stopping=stopping)
