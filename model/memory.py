@@ -6,12 +6,15 @@ import torch
 from torch import Tensor, nn
 
 
-def read_attention(users: Tensor, keys: Tensor) -> Tensor:
+def read_attention(users: Tensor, keys: Tensor, temperature: float = 1.0) -> Tensor:
     """Softmax over negative Euclidean distances to the key slots (Eq. 1-2).
 
-    users: (B, r), keys: (L, r) -> (B, L), rows sum to one.
+    users: (B, r), keys: (L, r) -> (B, L), rows sum to one. A temperature T != 1
+    (ours, not the paper's) gives softmax(sim / T): T < 1 sharpens the attention.
     """
     sim = -torch.cdist(users, keys)  # B x L
+    if temperature != 1.0:
+        sim = sim / temperature
     return torch.softmax(sim, dim=-1)
 
 

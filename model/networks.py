@@ -11,13 +11,19 @@ from model.memory import MemoryWriter, distance, make_aggregator, read, read_att
 
 
 def _init_normal(module: nn.Module, std: float, generator: torch.Generator) -> None:
-    """N(0, std^2) for every parameter except the conv kernel and bias (see ConvAggregator)."""
+    """N(0, std^2) for every parameter except the conv kernel and bias (see ConvAggregator).
+
+    The discriminator's key memory uses `key_init_std` when set (users are grown later,
+    see `WindowTrainer.grow`)."""
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if name.startswith("aggregator.") and isinstance(module, Discriminator):
-                if module.config.aggregator == "conv":
+            s = std
+            if isinstance(module, Discriminator):
+                if name.startswith("aggregator.") and module.config.aggregator == "conv":
                     continue
-            p.normal_(0.0, std, generator=generator)
+                if name == "keys" and module.config.key_init_std is not None:
+                    s = module.config.key_init_std
+            p.normal_(0.0, s, generator=generator)
 
 
 class Discriminator(nn.Module):
@@ -44,12 +50,18 @@ class Discriminator(nn.Module):
 
     def read_users(self, users: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Memory-enhanced vectors p (B, r) and read attention (B, L) for user rows (B,)."""
-        attention = read_attention(embedding(users, self.users), self.keys)  # B x L
-        return read(attention, values), attention
+        u = embedding(users, self.users)  # B x r
+        attention = read_attention(u, self.keys, self.config.read_temperature)  # B x L
+        p = read(attention, values)
+        if self.config.user_residual:  # ours: p' = p + u, not Eq. 3
+            p = p + u
+        return p, attention
 
     def write(self, values: Tensor, users: Tensor, items: Tensor) -> Tensor:
         """One batch-wise write of a window's interactions into the value memory (Eq. 15-20)."""
-        attention = read_attention(embedding(users, self.users), self.keys)  # n x L
+        attention = read_attention(
+            embedding(users, self.users), self.keys, self.config.read_temperature
+        )  # n x L
         market, market_attention = self.aggregator(
             embedding(items, self.items), attention, values
         )

@@ -95,8 +95,10 @@ class WindowTrainer:
         std = self.config.init_std
         users_cap = grown_capacity(self.d.users.shape[0], n_users)
         items_cap = grown_capacity(self.d.items.shape[0], n_items)
+        user_std = self.config.user_init_std  # ours: the discriminator's user rows only
         for net, opt in ((self.d, self.opt_d), (self.g, self.opt_g)):
-            grow_rows(net, "users", users_cap, opt, std, gen)
+            u_std = user_std if (net is self.d and user_std is not None) else std
+            grow_rows(net, "users", users_cap, opt, u_std, gen)
             grow_rows(net, "items", items_cap, opt, std, gen)
         self.n_users = max(self.n_users, n_users)
         self.n_items = max(self.n_items, n_items)
@@ -144,32 +146,22 @@ class WindowTrainer:
                 users[known], items[known], values, n_items_known, eval_candidates, eval_k, rng
             )
 
-        # sample negatives: J candidates per interaction, one picked by the generator
-        negatives, logp = self._sample_negatives(users, items, rng)
-
-        # discriminator loss: hinge (Eq. 21)
-        p, _ = self.d.read_users(users, values)
-        d_pos = self.d.distances(p, items)
-        d_neg = self.d.distances(p, negatives)
-        hinge = torch.relu(self.config.margin + d_pos - d_neg)
-        d_loss = hinge.mean()
-
-        # generator loss: REINFORCE with reward -d_D(u, v-) (Eq. 12-14)
-        reward = -d_neg.detach()
-        if self.config.reward_baseline:
-            reward = reward - reward.mean()
-        g_loss = -(reward * logp).mean()
-
-        # update D and G, unless something is not finite: then the window is rolled back
-        self.opt_d.zero_grad(set_to_none=True)
-        self.opt_g.zero_grad(set_to_none=True)
-        d_loss.backward()
-        if logp.requires_grad:
-            g_loss.backward()
-        finite = _finite(d_loss, g_loss, values, self.d, self.g)
-        if finite:
-            self.opt_d.step()
-            self.opt_g.step()
+        # Algorithm 1's body; with steps_per_window > 1 (ours) it is repeated on the same
+        # window with fresh negatives, the memory re-read from the updated parameters. A
+        # non-finite step is not applied and ends the window; earlier steps stand.
+        first = None
+        written = values  # the memory of the last applied step becomes the next base
+        for step in range(self.config.steps_per_window):
+            if step > 0:
+                values = self.memory(grad=True)
+            d_loss, g_loss, hinge, ok = self._step(users, items, values, rng)
+            if first is None:
+                first = (d_loss, g_loss, hinge, ok)
+            if not ok:
+                break
+            written = values
+        d_loss, g_loss, hinge, finite = first  # report the first step (pre-update loss)
+        values = written
 
         # write memory: this window becomes the base of the next window's memory
         if finite:
@@ -190,6 +182,38 @@ class WindowTrainer:
             seconds=time.perf_counter() - start,
             rolled_back=not finite,
         )
+
+    def _step(
+        self, users: Tensor, items: Tensor, values: Tensor, rng: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """One D and one G step on a window: (d_loss, g_loss, hinge, finite)."""
+        # sample negatives: J candidates per interaction, one picked by the generator
+        negatives, logp = self._sample_negatives(users, items, rng)
+
+        # discriminator loss: hinge (Eq. 21)
+        p, _ = self.d.read_users(users, values)
+        d_pos = self.d.distances(p, items)
+        d_neg = self.d.distances(p, negatives)
+        hinge = torch.relu(self.config.margin + d_pos - d_neg)
+        d_loss = hinge.mean()
+
+        # generator loss: REINFORCE with reward -d_D(u, v-) (Eq. 12-14)
+        reward = -d_neg.detach()
+        if self.config.reward_baseline:
+            reward = reward - reward.mean()
+        g_loss = -(reward * logp).mean()
+
+        # update D and G, unless something is not finite: then the step is not applied
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_loss.backward()
+        if logp.requires_grad:
+            g_loss.backward()
+        finite = _finite(d_loss, g_loss, values, self.d, self.g)
+        if finite:
+            self.opt_d.step()
+            self.opt_g.step()
+        return d_loss, g_loss, hinge, finite
 
     def _sample_negatives(
         self, users: Tensor, items: Tensor, rng: torch.Generator
