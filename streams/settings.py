@@ -89,6 +89,20 @@ class Settings:
     use_generator: bool = _setting(
         True, "MBNMRN_GENERATOR", "pick negatives with the generator (false: uniform)"
     )
+    reward_baseline: bool = _setting(
+        False, "MBNMRN_REWARD_BASELINE", "subtract the mean reward in the generator's REINFORCE"
+    )
+    user_residual: bool = _setting(
+        True, "MBNMRN_USER_RESIDUAL",
+        "p' = p + u: add the user vector to the memory read (ours; false: the paper's Eq. 3)",
+    )
+    read_temperature: float = _setting(
+        0.01, "MBNMRN_READ_TEMPERATURE",
+        "T of the read attention softmax(-||u - k|| / T) (ours; 1: the paper's Eq. 2)",
+    )
+    steps_per_window: int = _setting(
+        1, "MBNMRN_STEPS_PER_WINDOW", "D/G updates per window, fresh negatives each (paper: 1)"
+    )
     eval_candidates: int = _setting(
         1000, "MBNMRN_EVAL_CANDIDATES", "candidates per interaction for online HR/NDCG"
     )
@@ -123,11 +137,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        positive = ("window_size", "top_k", "dim", "slots", "candidates", "eval_k", "web_port")
+        positive = ("window_size", "top_k", "dim", "slots", "candidates", "eval_k", "web_port",
+                    "steps_per_window")
         for name in positive + ("input_partitions", "output_partitions", "checkpoint_keep"):
             if getattr(self, name) < 1:
                 self._fail(name, getattr(self, name), "must be >= 1")
-        for name in ("flush_seconds", "margin", "lr", "session_timeout_s"):
+        for name in ("flush_seconds", "margin", "lr", "session_timeout_s", "read_temperature"):
             if not getattr(self, name) > 0:
                 self._fail(name, getattr(self, name), "must be > 0")
         if self.web_port > 65535:
@@ -182,6 +197,10 @@ class Settings:
             lr=self.lr,
             aggregator=self.aggregator,
             use_generator=self.use_generator,
+            reward_baseline=self.reward_baseline,
+            user_residual=self.user_residual,
+            read_temperature=self.read_temperature,
+            steps_per_window=self.steps_per_window,
         )
 
     def torch_device(self) -> str:

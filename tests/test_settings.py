@@ -192,15 +192,22 @@ def test_model_config_maps_the_fields() -> None:
         "MBNMRN_DIM": "16", "MBNMRN_SLOTS": "8", "MBNMRN_CANDIDATES": "20",
         "MBNMRN_MARGIN": "2.5", "MBNMRN_WINDOW_SIZE": "64", "MBNMRN_LR": "0.01",
         "MBNMRN_AGGREGATOR": "conv", "MBNMRN_GENERATOR": "false",
+        "MBNMRN_REWARD_BASELINE": "true", "MBNMRN_USER_RESIDUAL": "false",
+        "MBNMRN_READ_TEMPERATURE": "0.5", "MBNMRN_STEPS_PER_WINDOW": "3",
     })
     assert s.model_config() == ModelConfig(
         dim=16, slots=8, candidates=20, margin=2.5, window=64, lr=0.01,
-        aggregator="conv", use_generator=False,
+        aggregator="conv", use_generator=False, reward_baseline=True, user_residual=False,
+        read_temperature=0.5, steps_per_window=3,
     )
 
 
-def test_model_config_of_the_defaults_is_the_paper_config_with_the_default_window() -> None:
-    assert Settings().model_config() == ModelConfig()
+def test_model_config_of_the_defaults_is_the_paper_config_but_for_the_measured_read() -> None:
+    # The stream job's defaults read the memory as measured best (bench/stream_quality.py):
+    # a user residual and a sharp read temperature; everything else is the paper's.
+    assert Settings().model_config() == ModelConfig(user_residual=True, read_temperature=0.01)
+    paper = Settings(user_residual=False, read_temperature=1.0).model_config()
+    assert paper == ModelConfig()
 
 
 def test_torch_device_cpu_and_auto() -> None:
