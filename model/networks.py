@@ -94,7 +94,13 @@ class Generator(nn.Module):
         _init_normal(self, config.init_std, generator)
 
     def distances(self, users: Tensor, candidates: Tensor) -> Tensor:
-        """d_G for user rows (H,) against candidate rows (H, J) -> (H, J)."""
+        """d_G for user rows (H,) against candidate rows (H, J) -> (H, J).
+
+        The item tower runs once per distinct candidate (a window's H x J candidates
+        repeat items heavily), then its outputs are gathered.
+        """
         u = self.user_tower(embedding(users, self.users))  # H x r
-        v = self.item_tower(embedding(candidates, self.items))  # H x J x r
+        distinct, where = torch.unique(candidates, return_inverse=True)  # D, (H x J)
+        towered = self.item_tower(embedding(distinct, self.items))  # D x r
+        v = embedding(where, towered)  # H x J x r
         return distance(u.unsqueeze(1), v)

@@ -253,13 +253,27 @@ class WindowTrainer:
         cands = torch.randint(0, n_items, (n, candidates - 1), generator=rng, device=self.device)
         invalid = self.history.contains(users[:, None], cands) | (cands == items[:, None])
         p, _ = self.d.read_users(users, values)
-        d_pos = self.d.distances(p, items)  # n
         ranks = torch.empty(n, dtype=torch.long, device=self.device)
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
-            d_c = self.d.distances(p[lo:hi], cands[lo:hi])  # chunk x (C - 1)
-            beats = (d_c <= d_pos[lo:hi, None]) & ~invalid[lo:hi]
-            ranks[lo:hi] = beats.sum(dim=1)
+        if n_items <= 8 * candidates:
+            # Small catalogue: squared distances to every item by one matrix product per
+            # chunk, then look up the positive and the candidates in the same matrix.
+            catalogue = self.d.items[:n_items]  # M x r
+            norms = (catalogue * catalogue).sum(dim=1)  # M
+            rows = torch.arange(_CHUNK * 8, device=self.device)
+            for lo in range(0, n, _CHUNK * 8):
+                hi = min(lo + _CHUNK * 8, n)
+                q = p[lo:hi]
+                d2 = (q * q).sum(dim=1, keepdim=True) + norms - 2.0 * (q @ catalogue.T)
+                d_pos = d2[rows[: hi - lo], items[lo:hi]]  # chunk
+                d_c = d2.gather(1, cands[lo:hi])  # chunk x (C - 1)
+                ranks[lo:hi] = ((d_c <= d_pos[:, None]) & ~invalid[lo:hi]).sum(dim=1)
+        else:
+            d_pos = self.d.distances(p, items)  # n
+            for lo in range(0, n, _CHUNK):
+                hi = min(lo + _CHUNK, n)
+                d_c = self.d.distances(p[lo:hi], cands[lo:hi])  # chunk x (C - 1)
+                beats = (d_c <= d_pos[lo:hi, None]) & ~invalid[lo:hi]
+                ranks[lo:hi] = beats.sum(dim=1)
         hit = ranks < k
         gains = torch.where(hit, 1.0 / torch.log2(ranks.double() + 2.0), 0.0)
         return int(hit.sum()), float(gains.sum()), n
