@@ -25,8 +25,8 @@ def _ssl_context(s: Settings) -> ssl.SSLContext | None:
     )
 
 
-def aiokafka_kwargs(s: Settings) -> dict[str, Any]:
-    """Keyword arguments for AIOKafkaConsumer / AIOKafkaProducer."""
+def _common(s: Settings) -> dict[str, Any]:
+    """The protocol and SASL arguments, spelled the same by aiokafka and kafka-python."""
     kwargs: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
     if s.kafka_security_protocol.startswith("SASL"):
         kwargs.update(
@@ -34,6 +34,12 @@ def aiokafka_kwargs(s: Settings) -> dict[str, Any]:
             sasl_plain_username=s.kafka_sasl_username,
             sasl_plain_password=s.kafka_sasl_password,
         )
+    return kwargs
+
+
+def aiokafka_kwargs(s: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaConsumer / AIOKafkaProducer."""
+    kwargs = _common(s)
     context = _ssl_context(s)
     if context is not None:
         kwargs["ssl_context"] = context
@@ -42,13 +48,7 @@ def aiokafka_kwargs(s: Settings) -> dict[str, Any]:
 
 def kafka_python_kwargs(s: Settings) -> dict[str, Any]:
     """Keyword arguments for kafka-python clients (the admin client, test producers)."""
-    kwargs: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_security_protocol.startswith("SASL"):
-        kwargs.update(
-            sasl_mechanism=s.kafka_sasl_mechanism,
-            sasl_plain_username=s.kafka_sasl_username,
-            sasl_plain_password=s.kafka_sasl_password,
-        )
+    kwargs = _common(s)
     if "SSL" in s.kafka_security_protocol:
         for key, value in (("ssl_cafile", s.kafka_ssl_cafile),
                            ("ssl_certfile", s.kafka_ssl_certfile),

@@ -89,3 +89,24 @@ def distinct_events(table) -> int:
     from streams.replay import encode_events
 
     return len({value for _, value in encode_events(table)})
+
+
+async def run_job(job, until: Callable, timeout_s: float = 60, settle_s: float = 0.0) -> None:
+    """Start a StreamTrainer, run it until `until(job)` holds (then `settle_s` longer), and
+    stop and close it; fails with its status if it takes longer than `timeout_s`."""
+    import asyncio
+    import time
+
+    await job.start()
+    task = asyncio.create_task(job.run())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(job):
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline, job.status()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(settle_s)
+    finally:
+        await job.stop()
+        await asyncio.wait_for(task, 30)
+        await job.close()

@@ -23,7 +23,7 @@ from streams.datasets import load_dataset
 from streams.job import StreamTrainer
 from streams.replay import replay
 from streams.settings import Settings
-from tests.conftest import distinct_events, worker_env
+from tests.conftest import distinct_events, run_job, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -52,25 +52,11 @@ def _settings_of(env: dict[str, str]) -> Settings:
     return Settings.from_env(env, device="cpu")
 
 
-async def _train_all(job: StreamTrainer, timeout_s: float = 60) -> None:
-    await job.start()
-    task = asyncio.create_task(job.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        while job.recommender.windows < WINDOWS or job.buffer.opened_at is not None:
-            assert not task.done(), task.result()
-            assert time.monotonic() < deadline, job.status()
-            await asyncio.sleep(0.05)
-    finally:
-        await job.stop()
-        await asyncio.wait_for(task, 30)
-        await job.close()
-
-
 def _reference(env: dict[str, str], data_dir: Path) -> None:
     """The same job, never killed, in this process."""
     settings = Settings.from_env({**env, "MBNMRN_DATA_DIR": str(data_dir)}, device="cpu")
-    asyncio.run(_train_all(StreamTrainer(settings)))
+    asyncio.run(run_job(StreamTrainer(settings), lambda j: j.recommender.windows == WINDOWS
+                        and j.buffer.opened_at is None))
 
 
 def _assert_same_checkpoint(a: Path, b: Path, trained: int) -> None:
@@ -227,24 +213,8 @@ def test_a_producer_retry_is_not_trained_twice(kafka_bootstrap, unique_name, tmp
            progress=False)
     job = StreamTrainer(settings)
     distinct = distinct_events(head)
-    asyncio.run(_train_until(job, lambda j: j.counters["events_trained"] == distinct
-                             and j.buffer.opened_at is None and j.counters["duplicates_skipped"]
-                             == 900 - distinct))
+    asyncio.run(run_job(job, lambda j: j.counters["events_trained"] == distinct
+                        and j.buffer.opened_at is None
+                        and j.counters["duplicates_skipped"] == 900 - distinct, settle_s=1.5))
     assert job.counters["events_trained"] == distinct
     assert job.counters["duplicates_skipped"] == 900 - distinct
-
-
-async def _train_until(job: StreamTrainer, until, timeout_s: float = 60) -> None:
-    await job.start()
-    task = asyncio.create_task(job.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not until(job):
-            assert not task.done(), task.result()
-            assert time.monotonic() < deadline, job.status()
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)  # nothing more arrives after a flush bound
-    finally:
-        await job.stop()
-        await asyncio.wait_for(task, 30)
-        await job.close()

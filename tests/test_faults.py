@@ -18,7 +18,7 @@ from streams.checkpoint import CheckpointStore
 from streams.job import StreamTrainer
 from streams.security import aiokafka_kwargs, kafka_python_kwargs
 from streams.settings import Settings
-from tests.conftest import worker_env
+from tests.conftest import run_job, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -65,21 +65,6 @@ def _settings(bootstrap: str, unique_name, tmp_path, **overrides) -> Settings:
     return Settings.from_env(env, device="cpu", **overrides)
 
 
-async def _run(job: StreamTrainer, until, timeout_s: float = 60) -> None:
-    await job.start()
-    task = asyncio.create_task(job.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not until(job):
-            assert not task.done(), task.result()
-            assert time.monotonic() < deadline, job.status()
-            await asyncio.sleep(0.05)
-    finally:
-        await job.stop()
-        await asyncio.wait_for(task, 30)
-        await job.close()
-
-
 def _consume(bootstrap: str, topic: str, n: int) -> list:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=3000, fetch_max_bytes=16 * 1024 * 1024,
@@ -96,7 +81,7 @@ def test_bad_input_catalogue_each_dead_lettered_and_the_next_event_trained(
         kafka_bootstrap, unique_name, tmp_path):
     settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=4)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=8_000_000)
-    asyncio.run(_run(StreamTrainer(settings), lambda job: True))  # creates the topics
+    asyncio.run(run_job(StreamTrainer(settings), lambda job: True))  # creates the topics
     goods = []
     for n, (bad, _) in enumerate(CATALOGUE):
         producer.send(settings.input_topic, bad, key=b"tombstone" if bad is None else None)
@@ -111,7 +96,7 @@ def test_bad_input_catalogue_each_dead_lettered_and_the_next_event_trained(
     total_good = len(goods) + 6
 
     job = StreamTrainer(settings)
-    asyncio.run(_run(job, lambda j: j.counters["events_trained"] == total_good
+    asyncio.run(run_job(job, lambda j: j.counters["events_trained"] == total_good
                      and j.buffer.opened_at is None))
 
     assert job.counters["dead_letters"] == len(CATALOGUE)
@@ -133,14 +118,14 @@ def test_non_finite_windows_are_rolled_back_and_never_checkpointed(
         kafka_bootstrap, unique_name, tmp_path):
     # A margin that overflows float32 makes every hinge infinite.
     settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=8, margin=1e39)
-    asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+    asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for n in range(16):
         producer.send(settings.input_topic, _event(f"u{n % 5}", f"i{n % 7}"))
     producer.flush()
     producer.close()
     job = StreamTrainer(settings)
-    asyncio.run(_run(job, lambda j: j.recommender.windows == 2 and j.buffer.opened_at is None))
+    asyncio.run(run_job(job, lambda j: j.recommender.windows == 2 and j.buffer.opened_at is None))
 
     assert job.counters["windows_rolled_back"] == 2
     with CheckpointStore(settings.checkpoint_dir) as store:
@@ -154,13 +139,13 @@ def test_non_finite_windows_are_rolled_back_and_never_checkpointed(
 def test_damaged_checkpoint_is_detected_and_the_previous_one_used(
         kafka_bootstrap, unique_name, tmp_path, caplog):
     settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=4)
-    asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+    asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for n in range(12):
         producer.send(settings.input_topic, _event(f"u{n % 5}", f"i{n % 7}"))
     producer.flush()
     producer.close()
-    asyncio.run(_run(StreamTrainer(settings), lambda j: j.recommender.windows == 3))
+    asyncio.run(run_job(StreamTrainer(settings), lambda j: j.recommender.windows == 3))
 
     import rocksdict
 
@@ -172,7 +157,7 @@ def test_damaged_checkpoint_is_detected_and_the_previous_one_used(
 
     job = StreamTrainer(settings)
     with caplog.at_level("WARNING"):
-        asyncio.run(_run(job, lambda j: j.recommender.windows == 3))
+        asyncio.run(run_job(job, lambda j: j.recommender.windows == 3))
     assert "checkpoint 2" in caplog.text and "damaged" in caplog.text
     # It resumed from checkpoint 1 (two windows) and retrained the third window.
     assert job.checkpointed_offsets == {f"{settings.input_topic}/0": 12}
@@ -238,15 +223,15 @@ def test_a_recreated_topic_is_reported_at_start_up(unique_name, tmp_path, caplog
     broker = start_broker(port, log_path=tmp_path / "broker.log")
     settings = _settings(f"127.0.0.1:{port}", unique_name, tmp_path, window_size=4)
     try:
-        asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+        asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         for n in range(8):
             producer.send(settings.input_topic, _event(f"u{n}", f"i{n}"))
         producer.flush()
         producer.close()
-        asyncio.run(_run(StreamTrainer(settings), lambda j: j.recommender.windows == 2))
+        asyncio.run(run_job(StreamTrainer(settings), lambda j: j.recommender.windows == 2))
         with caplog.at_level("WARNING"):
-            asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+            asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
         assert "record before it is not the one" not in caplog.text  # same topic: all good
     finally:
         broker.stop()
@@ -258,7 +243,7 @@ def test_a_recreated_topic_is_reported_at_start_up(unique_name, tmp_path, caplog
         producer.close()
         caplog.clear()
         with caplog.at_level("WARNING"):
-            asyncio.run(_run(StreamTrainer(settings), lambda job: True))
+            asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
         assert "the topic was recreated or truncated" in caplog.text
         assert str(settings.checkpoint_dir) in caplog.text
     finally:

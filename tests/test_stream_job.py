@@ -14,7 +14,7 @@ from streams.datasets import load_dataset
 from streams.job import StreamTrainer
 from streams.replay import replay
 from streams.settings import Settings
-from tests.conftest import distinct_events
+from tests.conftest import distinct_events, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -55,24 +55,6 @@ def _settings(bootstrap: str, unique_name, data_dir: Path, **overrides) -> Setti
     )
 
 
-async def _run_until_trained(job: StreamTrainer, events: int, timeout_s: float = 60) -> None:
-    """Start the job, wait until `events` have been trained and checkpointed, stop it."""
-    await job.start()
-    task = asyncio.create_task(job.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        while job.counters["events_trained"] < events or job.buffer.opened_at is not None:
-            if task.done():
-                task.result()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"trained {job.counters['events_trained']} of {events}")
-            await asyncio.sleep(0.05)
-    finally:
-        await job.stop()
-        await asyncio.wait_for(task, 30)
-        await job.close()
-
-
 async def _start_and_close(job: StreamTrainer) -> None:
     await job.start()
     await job.close()
@@ -110,7 +92,8 @@ def test_trains_publishes_dead_letters_and_resumes(kafka_bootstrap, unique_name,
 
     job = StreamTrainer(settings)
     trained = distinct_events(retail_events)  # exact duplicate rows are dropped
-    asyncio.run(_run_until_trained(job, trained))
+    asyncio.run(run_job(job, lambda j: j.counters["events_trained"] >= trained
+                        and j.buffer.opened_at is None))
     assert job.counters["events_trained"] == trained
     assert job.counters["duplicates_skipped"] == EVENTS - trained
     assert job.counters["dead_letters"] == len(BAD_VALUES)
