@@ -110,3 +110,15 @@ async def run_job(job, until: Callable, timeout_s: float = 60, settle_s: float =
         await job.stop()
         await asyncio.wait_for(task, 30)
         await job.close()
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after each test: results of float reductions depend on
+    it, and a later test comparing an in-process run with a worker process needs both to
+    use the default."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -31,7 +31,8 @@ WINDOW = 256
 # The first 1,811 purchases hold 1,792 distinct events: exactly 7 full windows. A partial
 # window is cut by the flush time bound, so its boundary depends on timing (the one named
 # source of non-determinism); with full windows only, and a bound that cannot expire, an
-# interrupted run must end bit-identical to an unbroken one.
+# interrupted run must end bit-identical to an unbroken one (with the same torch thread
+# count: float reductions depend on it, so the in-process reference keeps the default).
 EVENTS = 1811
 WINDOWS = 7
 NO_FLUSH = "600"
