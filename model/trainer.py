@@ -15,6 +15,7 @@ from model.history import InteractionHistory
 from model.networks import Discriminator, Generator
 
 _CHUNK = 128  # rows per chunk when gathering candidate embeddings (chunk x C x r floats)
+_TOPK_BUDGET = 1 << 24  # floats of one users x items distance block in top_k (64 MiB)
 
 
 @dataclass(frozen=True)
@@ -291,16 +292,21 @@ class WindowTrainer:
         k = min(k, self.n_items)
         values = self.memory()
         p, _ = self.d.read_users(users, values)  # U x r
-        catalogue = self.d.items[: self.n_items]
+        catalogue = self.d.items[: self.n_items]  # M x r
+        norms = (catalogue * catalogue).sum(dim=1)  # M
+        rows = max(1, _TOPK_BUDGET // max(self.n_items, 1))  # users per chunk
         out_items, out_scores = [], []
-        for lo in range(0, users.numel(), 1024):
-            d = torch.cdist(p[lo : lo + 1024], catalogue)  # chunk x M
+        for lo in range(0, users.numel(), rows):
+            q = p[lo : lo + rows]
+            # squared distances by one matrix product; the ranking is that of d
+            d2 = torch.addmm(norms, q, catalogue.T, alpha=-2.0)  # chunk x M
+            d2 += (q * q).sum(dim=1, keepdim=True)
             if exclude_seen:
-                rows, seen = self.history.items_of(users[lo : lo + 1024])
-                d[rows, seen] = math.inf
-            scores, idx = torch.topk(-d, k, dim=1)
+                seen_rows, seen = self.history.items_of(users[lo : lo + rows])
+                d2[seen_rows, seen] = math.inf
+            neg, idx = torch.topk(-d2, k, dim=1)
             out_items.append(idx)
-            out_scores.append(scores)
+            out_scores.append(-torch.sqrt((-neg).clamp_(min=0.0)))
         if not out_items:
             empty = torch.empty(0, k, device=self.device)
             return empty.long(), empty
