@@ -268,10 +268,8 @@ class StreamTrainer:
                 if not new:
                     self.counters.skipped(key, fresh[p].offset, "duplicates_skipped")
             trainable = subset(trainable, [i for i, new in enumerate(fresh_values) if new])
-        return self.buffer.feed(
-            key, [r.offset for r in fresh], trainable, [r.timestamp for r in fresh],
-            [r.value for r in fresh],
-        )
+        return self.buffer.feed(key, [r.offset for r in fresh], trainable,
+                                [r.value for r in fresh])
 
     async def _process(self, window: Window, later: int = 0) -> None:
         """Train, publish, checkpoint and commit one window; `later` events were accepted

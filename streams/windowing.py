@@ -23,7 +23,6 @@ class Window:
     timestamps: list[float]
     offsets: dict[str, int]
     opened_at: float  # monotonic time its first event was buffered
-    record_times_ms: list[int] = field(default_factory=list)  # Kafka record timestamps
     tails: dict[str, int] = field(default_factory=dict)  # digest of the record at offset - 1
 
     def __len__(self) -> int:
@@ -55,7 +54,6 @@ class WindowBuffer:
         self._users: list[str] = []
         self._items: list[str] = []
         self._times: list[float] = []
-        self._record_ms: list[int] = []
         self._opened: float | None = None
 
     def __len__(self) -> int:
@@ -70,7 +68,6 @@ class WindowBuffer:
         key: str,
         offsets: Sequence[int],
         events: EventBatch,
-        record_times_ms: Sequence[int] | None = None,
         values: Sequence[bytes | None] | None = None,
     ) -> list[Window]:
         """Add the valid `events` of one partition's records; return the windows they fill.
@@ -91,8 +88,6 @@ class WindowBuffer:
             self._users += events.user_ids[start:stop]
             self._items += events.item_ids[start:stop]
             self._times += events.timestamps[start:stop]
-            if record_times_ms is not None:
-                self._record_ms += [record_times_ms[p] for p in events.positions[start:stop]]
             start = stop
             if len(self._users) == self.size:
                 last = events.positions[stop - 1]
@@ -123,9 +118,7 @@ class WindowBuffer:
 
     def _cut(self, offsets: dict[str, int], tails: dict[str, int]) -> Window:
         opened = self.clock() if self._opened is None else self._opened
-        window = Window(
-            self._users, self._items, self._times, offsets, opened, self._record_ms, tails
-        )
+        window = Window(self._users, self._items, self._times, offsets, opened, tails)
         self._reset()
         return window
 

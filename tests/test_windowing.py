@@ -174,12 +174,6 @@ def test_flush_of_an_empty_buffer_is_none() -> None:
     assert WindowBuffer(3).flush() is None
 
 
-def test_record_times_follow_the_valid_events() -> None:
-    buffer = WindowBuffer(2)
-    (window,) = buffer.feed(P0, [0, 1, 2], events("a", [0, 2]), [1000, 1001, 1002])
-    assert window.record_times_ms == [1000, 1002]
-
-
 # ---- two partitions --------------------------------------------------------------------
 
 
