@@ -23,6 +23,15 @@ def read(attention: Tensor, values: Tensor) -> Tensor:
     return attention @ values
 
 
+def squared_distances(q: Tensor, items: Tensor, item_norms: Tensor) -> Tensor:
+    """||q_b - v_m||^2 for every pair by one matrix product: (B, r), (M, r), (M,) -> (B, M).
+
+    For ranking many items at once; `item_norms` is (items * items).sum(1), computed once.
+    """
+    d2 = torch.addmm(item_norms, q, items.T, alpha=-2.0)
+    return d2.add_((q * q).sum(dim=1, keepdim=True))
+
+
 def distance(p: Tensor, v: Tensor) -> Tensor:
     """Euclidean distance d(u, v) = ||p - v|| (Eq. 4), broadcast over leading dimensions."""
     return torch.linalg.vector_norm(p - v, dim=-1)

@@ -12,6 +12,7 @@ from torch import Tensor
 from model.config import ModelConfig
 from model.growth import grow_rows, grown_capacity
 from model.history import InteractionHistory
+from model.memory import squared_distances
 from model.networks import Discriminator, Generator
 
 _CHUNK = 128  # rows per chunk when gathering candidate embeddings (chunk x C x r floats)
@@ -263,8 +264,7 @@ class WindowTrainer:
             rows = torch.arange(_CHUNK * 8, device=self.device)
             for lo in range(0, n, _CHUNK * 8):
                 hi = min(lo + _CHUNK * 8, n)
-                q = p[lo:hi]
-                d2 = (q * q).sum(dim=1, keepdim=True) + norms - 2.0 * (q @ catalogue.T)
+                d2 = squared_distances(p[lo:hi], catalogue, norms)  # chunk x M
                 d_pos = d2[rows[: hi - lo], items[lo:hi]]  # chunk
                 d_c = d2.gather(1, cands[lo:hi])  # chunk x (C - 1)
                 ranks[lo:hi] = ((d_c <= d_pos[:, None]) & ~invalid[lo:hi]).sum(dim=1)
@@ -297,10 +297,7 @@ class WindowTrainer:
         rows = max(1, _TOPK_BUDGET // max(self.n_items, 1))  # users per chunk
         out_items, out_scores = [], []
         for lo in range(0, users.numel(), rows):
-            q = p[lo : lo + rows]
-            # squared distances by one matrix product; the ranking is that of d
-            d2 = torch.addmm(norms, q, catalogue.T, alpha=-2.0)  # chunk x M
-            d2 += (q * q).sum(dim=1, keepdim=True)
+            d2 = squared_distances(p[lo : lo + rows], catalogue, norms)  # chunk x M; ranks as d
             if exclude_seen:
                 seen_rows, seen = self.history.items_of(users[lo : lo + rows])
                 d2[seen_rows, seen] = math.inf

@@ -251,7 +251,8 @@ class StreamTrainer:
         self.counters.redelivered(len(records) - len(fresh))
         if not fresh:
             return []
-        events, rejections = parse_values([r.value for r in fresh])
+        values = [r.value for r in fresh]
+        events, rejections = parse_values(values)
         for rej in rejections:
             rec = fresh[rej.position]
             self.publisher.dead_letter(rec, rej.reason, rej.detail)
@@ -262,14 +263,13 @@ class StreamTrainer:
             for p in events.positions:
                 if p not in kept:
                     self.counters.skipped(key, fresh[p].offset, "filtered")
-        fresh_values = self.recent.accept([fresh[p].value for p in trainable.positions])
+        fresh_values = self.recent.accept([values[p] for p in trainable.positions])
         if not all(fresh_values):
             for p, new in zip(trainable.positions, fresh_values):
                 if not new:
                     self.counters.skipped(key, fresh[p].offset, "duplicates_skipped")
             trainable = subset(trainable, [i for i, new in enumerate(fresh_values) if new])
-        return self.buffer.feed(key, [r.offset for r in fresh], trainable,
-                                [r.value for r in fresh])
+        return self.buffer.feed(key, [r.offset for r in fresh], trainable, values)
 
     async def _process(self, window: Window, later: int = 0) -> None:
         """Train, publish, checkpoint and commit one window; `later` events were accepted
