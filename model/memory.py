@@ -88,7 +88,7 @@ class AttnAggregator(nn.Module):
         self.score = nn.Linear(dim, 1)
 
     def forward(self, items: Tensor, attention: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """items: (n, r), attention: (n, L), values: (L, r) -> market (r,), market attention (L,)."""
+        """items (n, r), attention (n, L), values (L, r) -> market (r,), market attention (L,)."""
         hidden = torch.relu(values.unsqueeze(1) * items.unsqueeze(0))  # L x n x r
         logits = self.score(hidden).squeeze(-1)  # L x n
         alpha = torch.softmax(logits, dim=-1)  # L x n, each slot's head sums to one

@@ -93,7 +93,8 @@ class WindowTrainer:
 
     def grow(self, n_users: int, n_items: int) -> None:
         """Make room for rows [0, n_users) and [0, n_items); learned rows stay as they are."""
-        gen = torch.Generator(device=self.device).manual_seed(window_seed(self.seed, -1 - self.windows))
+        seed = window_seed(self.seed, -1 - self.windows)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         std = self.config.init_std
         users_cap = grown_capacity(self.d.users.shape[0], n_users)
         items_cap = grown_capacity(self.d.items.shape[0], n_items)
