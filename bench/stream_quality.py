@@ -11,6 +11,8 @@ sampled users at the end of the stream (1.0 = everyone gets the same list).
     python -m bench.stream_quality --final --seeds 3     # finalists + Top-Pop, three seeds
     python -m bench.stream_quality --stream taobao --final --only "paper defaults"
     python -m bench.stream_quality --only "residual, T 0.01"   # any named settings
+    python -m bench.stream_quality --final --seeds 3 --only "residual, T 0.01" \
+        "residual, T 0.01, lazy Adam" --out bench/results/stream_quality_lazy_adam.json
 
 Results go to bench/results/stream_quality.json under "<stream>/<screen|final>".
 """
@@ -251,6 +253,15 @@ FINAL: list[tuple[str, dict]] = [
     ("residual, steps 2", dict(user_residual=True, steps_per_window=2)),
     ("residual, T 0.01, steps 2, no generator", dict(user_residual=True, read_temperature=0.01,
                                                      steps_per_window=2, use_generator=False)),
+    # the stream job's defaults since lazy Adam (bench/results/stream_quality_lazy_adam.json)
+    ("residual, T 0.01, lazy Adam", dict(user_residual=True, read_temperature=0.01,
+                                         lazy_adam=True)),
+    ("residual, T 0.01, lazy Adam, lr 3e-3", dict(user_residual=True, read_temperature=0.01,
+                                                  lazy_adam=True, lr=3e-3)),
+    ("residual, T 0.01, lazy Adam, lr 1e-2", dict(user_residual=True, read_temperature=0.01,
+                                                  lazy_adam=True, lr=1e-2)),
+    ("residual, T 0.01, lazy Adam, lr 3e-2", dict(user_residual=True, read_temperature=0.01,
+                                                  lazy_adam=True, lr=3e-2)),
 ]
 
 

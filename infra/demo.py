@@ -151,11 +151,10 @@ def _print_report(r: DemoReport, status: dict, metrics: list[dict], names: dict[
     ndcg = next((v for k, v in online.items() if k.startswith("ndcg@")), None)
     print(f"online test-then-train over {online['evaluated']:,} known-user interactions: "
           f"HR@10 {hr:.4f}, NDCG@10 {ndcg:.4f} (1000 sampled candidates; random ~0.010)")
-    phases = [m["previous_window_phase_seconds"] for m in metrics
-              if m.get("previous_window_phase_seconds")]
-    if phases:
-        mean = {k: sum(p[k] for p in phases) / len(phases) for k in phases[0]}
-        print("mean seconds per window: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    phases, windows = status.get("phase_seconds") or {}, status["windows_trained"]
+    if phases and windows:
+        print("mean seconds per window: "
+              + ", ".join(f"{k} {v / windows:.3f}" for k, v in phases.items()))
     print("\nmetrics topic (every 5th window):")
     print(f"  {'window':>6} {'size':>5} {'loss':>7} {'HR@10':>7} {'cum HR@10':>9}")
     for m in metrics[::5] + ([metrics[-1]] if len(metrics) % 5 != 1 else []):

@@ -34,6 +34,7 @@ class ModelConfig:
     key_init_std: float | None = None  # std of the key memory M^k (None: init_std)
     read_temperature: float = 1.0  # read attention softmax(-||u - M^k_i|| / T) (paper: T = 1)
     user_residual: bool = False  # p' = p + u (deviates from Eq. 3; some NMRN implementations)
+    lazy_adam: bool = False  # Adam on the embedding rows a window touches only (SparseAdam)
 
     def __post_init__(self) -> None:
         if self.aggregator not in AGGREGATORS:

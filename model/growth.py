@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -17,14 +19,14 @@ def grow_rows(
     module: nn.Module,
     name: str,
     rows: int,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: Any,
     std: float,
     generator: torch.Generator | None = None,
 ) -> nn.Parameter:
     """Replace parameter `module.<name>` (n, r) by one with `rows` rows.
 
     Old rows are copied unchanged; new rows are drawn from N(0, std^2). If an
-    optimiser holds the parameter, it is re-pointed at the new one and its per-row
+    optimiser (a torch one or a `model.optim.NetAdam`) holds the parameter, it is re-pointed at the new one and its per-row
     state (Adam's moments) is padded with zeros; scalar state such as Adam's step
     count is kept.
     """
@@ -42,7 +44,9 @@ def grow_rows(
     return new
 
 
-def _repoint_optimizer(optimizer: torch.optim.Optimizer, old: Tensor, new: Tensor) -> None:
+def _repoint_optimizer(optimizer: Any, old: Tensor, new: Tensor) -> None:
+    if hasattr(optimizer, "holder"):  # a model.optim.NetAdam
+        optimizer = optimizer.holder(old)
     for group in optimizer.param_groups:
         for i, p in enumerate(group["params"]):
             if p is old:

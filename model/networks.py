@@ -26,6 +26,12 @@ def _init_normal(module: nn.Module, std: float, generator: torch.Generator) -> N
             p.normal_(0.0, s, generator=generator)
 
 
+def _rows(index: Tensor, table: Tensor, config: ModelConfig) -> Tensor:
+    """Rows of an embedding table; with `lazy_adam` its gradient is row-sparse (only the
+    rows looked up), for `torch.optim.SparseAdam`."""
+    return embedding(index, table, sparse=config.lazy_adam)
+
+
 class Discriminator(nn.Module):
     """User/item embeddings, key memory, memory writer and market aggregator (Eq. 1-4, 15-20).
 
@@ -50,7 +56,7 @@ class Discriminator(nn.Module):
 
     def read_users(self, users: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Memory-enhanced vectors p (B, r) and read attention (B, L) for user rows (B,)."""
-        u = embedding(users, self.users)  # B x r
+        u = _rows(users, self.users, self.config)  # B x r
         attention = read_attention(u, self.keys, self.config.read_temperature)  # B x L
         p = read(attention, values)
         if self.config.user_residual:  # ours: p' = p + u, not Eq. 3
@@ -60,16 +66,15 @@ class Discriminator(nn.Module):
     def write(self, values: Tensor, users: Tensor, items: Tensor) -> Tensor:
         """One batch-wise write of a window's interactions into the value memory (Eq. 15-20)."""
         attention = read_attention(
-            embedding(users, self.users), self.keys, self.config.read_temperature
+            _rows(users, self.users, self.config), self.keys, self.config.read_temperature
         )  # n x L
-        market, market_attention = self.aggregator(
-            embedding(items, self.items), attention, values
-        )
+        items_v = _rows(items, self.items, self.config)
+        market, market_attention = self.aggregator(items_v, attention, values)
         return self.writer(values, market, market_attention)
 
     def distances(self, p: Tensor, items: Tensor) -> Tensor:
         """d(u, v) for p (B, r) and item rows (B,) or (B, J) -> (B,) or (B, J)."""
-        v = embedding(items, self.items)
+        v = _rows(items, self.items, self.config)
         if items.dim() == 2:
             p = p.unsqueeze(1)
         return distance(p, v)
@@ -87,6 +92,7 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         r = config.dim
+        self.config = config
         self.users = nn.Parameter(torch.empty(users, r))  # E
         self.items = nn.Parameter(torch.empty(items, r))  # F
         self.user_tower = _tower(r, config.generator_hidden)
@@ -99,8 +105,8 @@ class Generator(nn.Module):
         The item tower runs once per distinct candidate (a window's H x J candidates
         repeat items heavily), then its outputs are gathered.
         """
-        u = self.user_tower(embedding(users, self.users))  # H x r
+        u = self.user_tower(_rows(users, self.users, self.config))  # H x r
         distinct, where = torch.unique(candidates, return_inverse=True)  # D, (H x J)
-        towered = self.item_tower(embedding(distinct, self.items))  # D x r
+        towered = self.item_tower(_rows(distinct, self.items, self.config))  # D x r
         v = embedding(where, towered)  # H x J x r
         return distance(u.unsqueeze(1), v)

@@ -53,12 +53,13 @@ class Recommender:
         *,
         eval_candidates: int = 1000,
         eval_k: int = 10,
+        eval_sample: int | None = None,
     ) -> WindowReport:
         """Map ids (new ones get fresh rows), then run one window of Algorithm 1."""
         users = torch.tensor(self.users.rows(user_ids), dtype=torch.long)
         items = torch.tensor(self.items.rows(item_ids), dtype=torch.long)
         return self.trainer.train_window(
-            users, items, eval_candidates=eval_candidates, eval_k=eval_k
+            users, items, eval_candidates=eval_candidates, eval_k=eval_k, eval_sample=eval_sample
         )
 
     def recommend(

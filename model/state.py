@@ -12,15 +12,17 @@ import torch
 from torch import Tensor, nn
 
 from model.config import ModelConfig
+from model.optim import NetAdam
 from model.trainer import WindowTrainer
 
 STATE_FORMAT = 1
 
 
-def _optimizer_tensors(prefix: str, net: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Tensor]:
+def _optimizer_tensors(prefix: str, net: nn.Module, opt: NetAdam) -> dict[str, Tensor]:
     out = {}
+    state = opt.state
     for name, p in net.named_parameters():
-        for key, value in opt.state.get(p, {}).items():
+        for key, value in state.get(p, {}).items():
             out[f"{prefix}/{name}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
     return out
 
@@ -50,9 +52,10 @@ def trainer_state(trainer: WindowTrainer) -> tuple[dict[str, Tensor], dict[str, 
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, meta
 
 
-def _load_optimizer(prefix: str, net: nn.Module, opt: torch.optim.Optimizer, tensors: dict) -> None:
+def _load_optimizer(prefix: str, net: nn.Module, opt: NetAdam, tensors: dict) -> None:
     params = dict(net.named_parameters())
-    opt.state.clear()
+    for inner in opt.optimizers:
+        inner.state.clear()
     for key, value in tensors.items():
         if not key.startswith(prefix + "/"):
             continue
@@ -60,9 +63,15 @@ def _load_optimizer(prefix: str, net: nn.Module, opt: torch.optim.Optimizer, ten
         if name not in params:
             raise ValueError(f"checkpoint has optimiser state for unknown parameter {name!r}")
         p = params[name]
+        holder = opt.holder(p)
         # a copy: Adam updates its state in place, so sharing it would tie two trainers
-        value = value.to(p.device, copy=True) if field != "step" else value.clone()
-        opt.state[p][field] = value
+        if field != "step":
+            value = value.to(p.device, copy=True)
+        elif isinstance(holder, torch.optim.SparseAdam):
+            value = int(value)  # SparseAdam counts steps in a Python int
+        else:
+            value = value.clone()
+        holder.state[p][field] = value
 
 
 def restore_trainer(
@@ -81,8 +90,9 @@ def restore_trainer(
     for prefix, net in (("d", trainer.d), ("g", trainer.g)):
         own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
         net.load_state_dict(own, strict=True)
-    trainer.opt_d = torch.optim.Adam(trainer.d.parameters(), lr=trainer.config.lr)
-    trainer.opt_g = torch.optim.Adam(trainer.g.parameters(), lr=trainer.config.lr)
+    lazy = trainer.config.lazy_adam
+    trainer.opt_d = NetAdam(trainer.d, trainer.config.lr, lazy=lazy)
+    trainer.opt_g = NetAdam(trainer.g, trainer.config.lr, lazy=lazy)
     _load_optimizer("opt_d", trainer.d, trainer.opt_d, tensors)
     _load_optimizer("opt_g", trainer.g, trainer.opt_g, tensors)
     dev = trainer.device

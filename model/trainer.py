@@ -8,14 +8,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.functional import embedding
 
 from model.config import ModelConfig
 from model.growth import grow_rows, grown_capacity
 from model.history import InteractionHistory
 from model.memory import squared_distances
 from model.networks import Discriminator, Generator
+from model.optim import NetAdam
 
-_CHUNK = 128  # rows per chunk when gathering candidate embeddings (chunk x C x r floats)
+_MATRIX_ROWS = 1024  # rows per chunk of the small-catalogue evaluation (chunk x M floats)
+_GATHER_ROWS = 16  # rows per chunk of gathered candidate embeddings (chunk x C x r: in cache)
+_EVAL_STREAM = 0x5EED_E7A1  # mixed into the window seed for the evaluation's generator
 _TOPK_BUDGET = 1 << 24  # floats of one users x items distance block in top_k (64 MiB)
 
 
@@ -49,7 +53,8 @@ def _finite(*tensors_or_nets: Tensor | torch.nn.Module) -> bool:
     checks = []
     for x in tensors_or_nets:
         if isinstance(x, torch.nn.Module):
-            checks += [torch.isfinite(p.grad).all() for p in x.parameters() if p.grad is not None]
+            grads = [p.grad for p in x.parameters() if p.grad is not None]
+            checks += [torch.isfinite(g._values() if g.is_sparse else g).all() for g in grads]
         else:
             checks.append(torch.isfinite(x.detach()).all())
     return bool(torch.stack(checks).all())
@@ -77,8 +82,8 @@ class WindowTrainer:
         init = torch.Generator(device="cpu").manual_seed(seed)
         self.d = Discriminator(config, 0, 0, init).to(self.device)
         self.g = Generator(config, 0, 0, init).to(self.device)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr)
+        self.opt_d = NetAdam(self.d, config.lr, lazy=config.lazy_adam)
+        self.opt_g = NetAdam(self.g, config.lr, lazy=config.lazy_adam)
         self.history = InteractionHistory(device=self.device)
         self.n_users = 0
         self.n_items = 0
@@ -128,8 +133,13 @@ class WindowTrainer:
         *,
         eval_candidates: int = 1000,
         eval_k: int = 10,
+        eval_sample: int | None = None,
     ) -> WindowReport:
-        """Score, then train on, one window of interactions given as row ids (H,) each."""
+        """Score, then train on, one window of interactions given as row ids (H,) each.
+
+        With `eval_sample`, at most that many of the window's known interactions, drawn
+        uniformly, are scored (online metrics stay unbiased at a fraction of the cost).
+        """
         start = time.perf_counter()
         users = users.to(self.device, torch.long)
         items = items.to(self.device, torch.long)
@@ -143,10 +153,19 @@ class WindowTrainer:
         # read memory: M_t, with the gradient flowing into the write that made it
         values = self.memory(grad=True)
 
-        # test-then-train: rank each known positive among sampled candidates
+        # test-then-train: rank each known positive among sampled candidates, drawn from
+        # a generator of their own, so how much is evaluated never changes the training
+        eval_rng = torch.Generator(device=self.device).manual_seed(
+            window_seed(self.seed, self.windows) ^ _EVAL_STREAM
+        )
+        scored = known.nonzero().squeeze(1)
+        if eval_sample is not None and scored.numel() > eval_sample:
+            pick = torch.randperm(scored.numel(), generator=eval_rng, device=self.device)
+            scored = scored[pick[:eval_sample]].sort().values
         with torch.no_grad():
             hits, ndcg, evaluated = self._evaluate(
-                users[known], items[known], values, n_items_known, eval_candidates, eval_k, rng
+                users[scored], items[scored], values, n_items_known, eval_candidates, eval_k,
+                eval_rng,
             )
 
         # Algorithm 1's body; with steps_per_window > 1 (ours) it is repeated on the same
@@ -207,8 +226,8 @@ class WindowTrainer:
         g_loss = -(reward * logp).mean()
 
         # update D and G, unless something is not finite: then the step is not applied
-        self.opt_d.zero_grad(set_to_none=True)
-        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad()
+        self.opt_g.zero_grad()
         d_loss.backward()
         if logp.requires_grad:
             g_loss.backward()
@@ -254,28 +273,35 @@ class WindowTrainer:
         if n == 0 or n_items < 2 or candidates < 2:
             return 0, 0.0, 0
         cands = torch.randint(0, n_items, (n, candidates - 1), generator=rng, device=self.device)
-        invalid = self.history.contains(users[:, None], cands) | (cands == items[:, None])
         p, _ = self.d.read_users(users, values)
-        ranks = torch.empty(n, dtype=torch.long, device=self.device)
+        catalogue = self.d.items[:n_items]  # M x r
+        norms = (catalogue * catalogue).sum(dim=1)  # M
+        beats = torch.empty(n, candidates - 1, dtype=torch.bool, device=self.device)
         if n_items <= 8 * candidates:
             # Small catalogue: squared distances to every item by one matrix product per
             # chunk, then look up the positive and the candidates in the same matrix.
-            catalogue = self.d.items[:n_items]  # M x r
-            norms = (catalogue * catalogue).sum(dim=1)  # M
-            rows = torch.arange(_CHUNK * 8, device=self.device)
-            for lo in range(0, n, _CHUNK * 8):
-                hi = min(lo + _CHUNK * 8, n)
+            rows = torch.arange(_MATRIX_ROWS, device=self.device)
+            for lo in range(0, n, _MATRIX_ROWS):
+                hi = min(lo + _MATRIX_ROWS, n)
                 d2 = squared_distances(p[lo:hi], catalogue, norms)  # chunk x M
                 d_pos = d2[rows[: hi - lo], items[lo:hi]]  # chunk
-                d_c = d2.gather(1, cands[lo:hi])  # chunk x (C - 1)
-                ranks[lo:hi] = ((d_c <= d_pos[:, None]) & ~invalid[lo:hi]).sum(dim=1)
+                beats[lo:hi] = d2.gather(1, cands[lo:hi]) <= d_pos[:, None]
         else:
-            d_pos = self.d.distances(p, items)  # n
-            for lo in range(0, n, _CHUNK):
-                hi = min(lo + _CHUNK, n)
-                d_c = self.d.distances(p[lo:hi], cands[lo:hi])  # chunk x (C - 1)
-                beats = (d_c <= d_pos[lo:hi, None]) & ~invalid[lo:hi]
-                ranks[lo:hi] = beats.sum(dim=1)
+            # Large catalogue: ||p||^2 + ||v||^2 - 2 p.v for the gathered candidates only.
+            p_norms = (p * p).sum(dim=1)  # n
+            d_pos = p_norms + norms[items] - 2.0 * (p * catalogue[items]).sum(dim=1)
+            for lo in range(0, n, _GATHER_ROWS):
+                hi = min(lo + _GATHER_ROWS, n)
+                v = embedding(cands[lo:hi], catalogue)  # chunk x (C - 1) x r
+                dots = torch.bmm(v, p[lo:hi, :, None]).squeeze(-1)  # chunk x (C - 1)
+                d_c = norms[cands[lo:hi]].sub_(dots, alpha=2.0).add_(p_norms[lo:hi, None])
+                beats[lo:hi] = d_c <= d_pos[lo:hi, None]
+        # Only candidates that beat the positive can change its rank, so only those are
+        # checked against the user's own items (and the positive itself).
+        rows, cols = beats.nonzero(as_tuple=True)
+        beaten_by = cands[rows, cols]
+        invalid = self.history.contains(users[rows], beaten_by) | (beaten_by == items[rows])
+        ranks = beats.sum(dim=1) - torch.bincount(rows[invalid], minlength=n)
         hit = ranks < k
         gains = torch.where(hit, 1.0 / torch.log2(ranks.double() + 2.0), 0.0)
         return int(hit.sum()), float(gains.sum()), n

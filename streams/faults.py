@@ -50,14 +50,17 @@ async def retry(
 
 
 class Failpoints:
-    """`PHASE:WINDOW` from MBNMRN_CRASH_AT: kill this process with SIGKILL there."""
+    """`PHASE:WINDOW` from MBNMRN_CRASH_AT: kill this process with SIGKILL the first time
+    PHASE is reached for window WINDOW or a later one (lists and checkpoints can cover
+    several windows at once, see MBNMRN_PUBLISH_INTERVAL_S)."""
 
     def __init__(self, spec: str) -> None:
         self.phase, _, window = spec.partition(":")
         self.window = int(window) if window else -1
 
     def reach(self, phase: str, window: int) -> None:
-        if phase == self.phase and window == self.window:
-            log.warning("failpoint %s:%d reached: killing the worker (SIGKILL)", phase, window)
+        if phase == self.phase and window >= self.window >= 0:
+            log.warning("failpoint %s:%d reached at window %d: killing the worker (SIGKILL)",
+                        phase, self.window, window)
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -71,7 +71,13 @@ class StreamTrainer:
         self._last_info = 0.0
         self.checkpointed_offsets: dict[str, int] = {}
         self.state = "starting"  # starting -> running -> stopping -> stopped
-        self.phase_seconds: dict[str, float] = {}  # the last window's time per phase
+        # seconds per phase (train, rank, publish, checkpoint, commit) since start
+        self.phase_seconds: dict[str, float] = {}
+        self.phase_counts: dict[str, int] = {}  # how often each phase ran
+        self._unpublished_users: dict[str, None] = {}  # trained since the last publish
+        self._unpublished_metrics: list[dict[str, Any]] = []  # one per window
+        self._uncheckpointed: Window | None = None  # newest window trained since a checkpoint
+        self._published_at = self._checkpointed_at = time.monotonic()
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -210,7 +216,7 @@ class StreamTrainer:
     async def run(self) -> None:
         """Consume until stop() is called; trains each window as it fills or times out."""
         assert self.consumer is not None
-        flush_s = self.settings.flush_seconds
+        flush_s, size = self.settings.flush_seconds, self.settings.window_size
         self._run_started = True
         try:
             while not self._stopping.is_set():
@@ -219,27 +225,34 @@ class StreamTrainer:
                     left = flush_s - (time.monotonic() - self.buffer.opened_at)
                     timeout = min(timeout, max(left, 0.01))
                 batches = await self.consumer.getmany(
-                    timeout_ms=int(timeout * 1000), max_records=self.settings.window_size
+                    timeout_ms=int(timeout * 1000), max_records=size
                 )
+                polled = sum(map(len, batches.values()))
+                # The time bound is for a quiet stream: while the consumer is behind (the
+                # last poll came back full) windows keep filling, whatever our own speed.
+                caught_up = polled < size
                 windows: list[Window] = []
                 for tp, records in batches.items():
                     windows += self._ingest(tp, records)
                 await self.publisher.send_dead_letters(self._stopping)
                 busy = time.monotonic()
                 for i, window in enumerate(windows):
-                    await self._process(window, later=sum(len(w) for w in windows[i + 1 :]))
+                    later = sum(len(w) for w in windows[i + 1 :]) + len(self.buffer)
+                    await self._train_one(window)
+                    await self._settle(later, caught_up and i == len(windows) - 1)
                 self.buffer.postpone(time.monotonic() - busy)  # our own time is not waiting
-                # The time bound is for a quiet stream: while the consumer is behind (the
-                # last poll came back full) windows keep filling, whatever our own speed.
-                caught_up = sum(map(len, batches.values())) < self.settings.window_size
                 if caught_up and self.buffer.due(flush_s):
                     window = self.buffer.flush()
                     if window is not None:
-                        await self._process(window)
-                if not windows:
-                    await self._save_position()
+                        await self._train_one(window)
+                        await self._settle(0, caught_up=True)
+                if not polled:
+                    await self._settle(len(self.buffer), caught_up=True, idle=True)
+            # stopped: what was trained is published and checkpointed before run() returns
+            await self._settle(len(self.buffer), caught_up=True, idle=True)
         except Stopping as exc:
-            log.info("stopped while retrying %s; the window in progress is not checkpointed", exc)
+            log.info("stopped while retrying %s; windows since the last checkpoint will be "
+                     "trained again on restart", exc)
         finally:
             self._stopped.set()
 
@@ -271,46 +284,94 @@ class StreamTrainer:
             trainable = subset(trainable, [i for i, new in enumerate(fresh_values) if new])
         return self.buffer.feed(key, [r.offset for r in fresh], trainable, values)
 
-    async def _process(self, window: Window, later: int = 0) -> None:
-        """Train, publish, checkpoint and commit one window; `later` events were accepted
-        after it (cut into later windows or still buffered)."""
+    async def _train_one(self, window: Window) -> None:
+        """Train one window; its users' lists and its metrics wait for the next publish."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        report, lists = await loop.run_in_executor(self._pool, self._train, window)
+        report = await loop.run_in_executor(self._pool, self._train, window)
         self.failpoints.reach("trained", report.window)
-        t1 = time.perf_counter()
-        metrics = self.metrics(report, len(lists), train_s=t1 - t0)
-        await self.publisher.publish(report.window, self.recommender.windows, lists, metrics,
-                                     self._stopping)
-        self.failpoints.reach("published", report.window)
-        t2 = time.perf_counter()
-        await loop.run_in_executor(
-            self._pool, self._checkpoint, window, later + len(self.buffer)
-        )
-        self.failpoints.reach("checkpointed", report.window)
-        t3 = time.perf_counter()
-        await self._commit(window)
-        self.failpoints.reach("committed", report.window)
-        self.phase_seconds = {"train_and_rank": t1 - t0, "publish": t2 - t1,
-                              "checkpoint": t3 - t2, "commit": time.perf_counter() - t3}
+        self._unpublished_users.update(dict.fromkeys(window.user_ids))
+        self._unpublished_metrics.append(self.metrics(report, train_s=time.perf_counter() - t0))
+        self._uncheckpointed = window
+        self._phase("train", time.perf_counter() - t0)
         self._log_window(report, window)
 
-    def _train(self, window: Window) -> tuple[WindowReport, dict[str, list]]:
+    async def _settle(self, later: int, caught_up: bool, idle: bool = False) -> None:
+        """Publish and checkpoint what was trained, when it is time to.
+
+        Lists (and the metrics of the windows they cover) are published after every
+        window while the consumer is caught up, otherwise at most every
+        `publish_interval_s`. A checkpoint is taken at most every `checkpoint_interval_s`
+        and whenever the stream is idle, always right after a publish, so that it never
+        covers a window whose lists are not out. `later` events were accepted after the last trained
+        window (they will be read again after a restart from this checkpoint).
+        """
+        s, now = self.settings, time.monotonic()
+        if self._uncheckpointed is None:
+            if idle:
+                await self._save_position()
+            return
+        checkpoint_due = idle or now - self._checkpointed_at >= s.checkpoint_interval_s
+        if self._unpublished_metrics and (
+            caught_up or checkpoint_due or now - self._published_at >= s.publish_interval_s
+        ):
+            await self._publish()
+        if checkpoint_due:
+            window, self._uncheckpointed = self._uncheckpointed, None
+            loop = asyncio.get_running_loop()
+            t0 = time.perf_counter()
+            await loop.run_in_executor(self._pool, self._checkpoint, window, later)
+            self._checkpointed_at = time.monotonic()
+            self.failpoints.reach("checkpointed", self.recommender.windows - 1)
+            t1 = time.perf_counter()
+            await self._commit(window)
+            self.failpoints.reach("committed", self.recommender.windows - 1)
+            self._phase("checkpoint", t1 - t0)
+            self._phase("commit", time.perf_counter() - t1)
+
+    async def _publish(self) -> None:
+        """Rank every user trained since the last publish with the newest model; send their
+        lists and the pending windows' metrics, and wait until the broker has them."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        users = list(self._unpublished_users)
+        lists, version = await loop.run_in_executor(self._pool, self._rank, users)
+        metrics = self._unpublished_metrics
+        metrics[-1]["lists_published"] = len(lists)
+        t1 = time.perf_counter()
+        await self.publisher.publish(version - 1, version, lists, metrics, self._stopping)
+        self.failpoints.reach("published", version - 1)
+        self._unpublished_users.clear()
+        self._unpublished_metrics = []
+        self._published_at = time.monotonic()
+        self._phase("rank", t1 - t0)
+        self._phase("publish", time.perf_counter() - t1)
+
+    def _phase(self, name: str, seconds: float) -> None:
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + seconds
+        self.phase_counts[name] = self.phase_counts.get(name, 0) + 1
+
+    def _train(self, window: Window) -> WindowReport:
         s = self.settings
         if s.slow_window_s:
             time.sleep(s.slow_window_s)
         with self._lock:
             report = self.recommender.train_window(
-                window.user_ids, window.item_ids,
-                eval_candidates=s.eval_candidates, eval_k=s.eval_k,
+                window.user_ids, window.item_ids, eval_candidates=s.eval_candidates,
+                eval_k=s.eval_k, eval_sample=s.eval_sample or None,
             )
-            lists = self.recommender.recommend(window.user_ids, s.top_k, s.exclude_purchased)
         self.last_report = report
         if report.rolled_back:
             log.warning("window %d rolled back: its loss or gradients were not finite",
                         report.window)
         self.counters.trained(report)
-        return report, lists
+        return report
+
+    def _rank(self, users: list[str]) -> tuple[dict[str, list], int]:
+        s = self.settings
+        with self._lock:
+            lists = self.recommender.recommend(users, s.top_k, s.exclude_purchased)
+            return lists, self.recommender.windows
 
     def _checkpoint(self, window: Window, later: int) -> None:
         assert self.store is not None
@@ -353,7 +414,8 @@ class StreamTrainer:
 
     # ---- reporting ----------------------------------------------------------------------
 
-    def metrics(self, report: WindowReport, published: int, train_s: float) -> dict[str, Any]:
+    def metrics(self, report: WindowReport, train_s: float) -> dict[str, Any]:
+        """One window's metrics; `lists_published` is set on the window a publish follows."""
         c, k = self.counters, self.settings.eval_k
         return {
             "window": report.window,
@@ -368,10 +430,10 @@ class StreamTrainer:
             "cumulative": c.online(k),
             "events_trained": c["events_trained"],
             "dead_letters": c["dead_letters"],
-            "lists_published": published,
+            "lists_published": 0,
             "train_seconds": report.seconds,
-            "train_and_rank_seconds": train_s,
-            "previous_window_phase_seconds": self.phase_seconds,
+            "window_seconds": train_s,  # train_seconds plus mapping ids and hand-over
+            "phase_seconds_total": dict(self.phase_seconds),
             "generated_at": now_iso(),
         }
 
@@ -393,7 +455,8 @@ class StreamTrainer:
             "users": len(self.recommender.users),
             "items": len(self.recommender.items),
             "online": c.online(k),
-            "last_window_phase_seconds": self.phase_seconds,
+            "phase_seconds": dict(self.phase_seconds),  # totals since start, per phase
+            "phase_counts": dict(self.phase_counts),
             "device": self.device,
             "uptime_s": time.time() - self.started_at,
         }

@@ -81,8 +81,10 @@ def _finished(s: dict) -> bool:
 def test_killed_anywhere_the_model_ends_as_if_never_killed(kafka_bootstrap, unique_name,
                                                            tmp_path, events,
                                                                 trained):
+    # Lists and a checkpoint after every window, so each failpoint hits its own window.
     env = worker_env(kafka_bootstrap, unique_name, str(tmp_path / "killed"),
-                     window_size=WINDOW, flush_seconds=NO_FLUSH)
+                     window_size=WINDOW, flush_seconds=NO_FLUSH, publish_interval_s=0,
+                     checkpoint_interval_s=0)
     topic = env["MBNMRN_INPUT_TOPIC"]
     asyncio.run(_create_topics(_settings_of(env)))
     # Bad records inside windows 3 and 4, whose windows are killed and replayed.
@@ -118,6 +120,34 @@ def test_killed_anywhere_the_model_ends_as_if_never_killed(kafka_bootstrap, uniq
     finally:
         assert worker.stop() == 0, worker.tail()
 
+    _reference(env, tmp_path / "reference")
+    _assert_same_checkpoint(tmp_path / "killed" / "checkpoint",
+                            tmp_path / "reference" / "checkpoint", trained)
+
+
+def test_killed_between_checkpoints_retrains_from_the_older_one_to_the_same_model(
+        kafka_bootstrap, unique_name, tmp_path, events, trained):
+    # Default publish/checkpoint cadence, slowed so that several windows pass between
+    # checkpoints: the kill loses trained windows, which the restart trains again.
+    env = worker_env(kafka_bootstrap, unique_name, str(tmp_path / "killed"),
+                     window_size=WINDOW, flush_seconds=NO_FLUSH, checkpoint_interval_s=1,
+                     slow_window_s=0.3)
+    asyncio.run(_create_topics(_settings_of(env)))
+    replay(events, bootstrap=kafka_bootstrap, topic=env["MBNMRN_INPUT_TOPIC"], progress=False)
+    worker = start_worker({**env, "MBNMRN_CRASH_AT": "trained:5"}, tmp_path / "worker-1.log",
+                          free_port())
+    assert worker.proc.wait(120) == -signal.SIGKILL, worker.tail()
+    with CheckpointStore(tmp_path / "killed" / "checkpoint") as store:
+        older = store.load_latest()
+    assert older is not None and 1 <= older.window < 6  # windows 5 and more were lost
+
+    worker = start_worker(env, tmp_path / "worker-2.log", free_port())
+    try:
+        status = worker.wait_until(_finished, timeout_s=120)
+        assert status["events_trained"] == trained
+    finally:
+        assert worker.stop() == 0, worker.tail()
+    assert f"restored checkpoint: window {older.window}," in worker.tail(400)
     _reference(env, tmp_path / "reference")
     _assert_same_checkpoint(tmp_path / "killed" / "checkpoint",
                             tmp_path / "reference" / "checkpoint", trained)

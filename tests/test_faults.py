@@ -138,7 +138,8 @@ def test_non_finite_windows_are_rolled_back_and_never_checkpointed(
 
 def test_damaged_checkpoint_is_detected_and_the_previous_one_used(
         kafka_bootstrap, unique_name, tmp_path, caplog):
-    settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=4)
+    settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=4,
+                         checkpoint_interval_s=0)  # a checkpoint per window
     asyncio.run(run_job(StreamTrainer(settings), lambda job: True))
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for n in range(12):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
+import model.history as history_module
 from model.history import InteractionHistory
 
 
@@ -17,7 +19,9 @@ def add(history: InteractionHistory, pairs: list[tuple[int, int]]) -> None:
     history.add(torch.tensor([u for u, _ in pairs]), torch.tensor([i for _, i in pairs]))
 
 
-def test_contains_and_items_of_match_a_python_set() -> None:
+@pytest.mark.parametrize("merge_min", [65_536, 500])  # one run only; merges on the way
+def test_contains_and_items_of_match_a_python_set(merge_min, monkeypatch) -> None:
+    monkeypatch.setattr(history_module, "_MERGE_MIN", merge_min)
     rng = random.Random(0)
     history, expected = InteractionHistory(), set()
     users, items = 50, 3000  # item ids past 2^11 and a user id near 2^31 below
@@ -25,7 +29,7 @@ def test_contains_and_items_of_match_a_python_set() -> None:
         pairs = random_pairs(rng, 400, users, items) + [(2**31 - 2, 2**31 - 3)]
         add(history, pairs)
         expected |= set(pairs)
-    assert len(history) == len(expected)
+        assert len(history) == len(expected)
 
     queries = random_pairs(rng, 2000, users + 5, items) + list(expected)[:500]
     qu = torch.tensor([u for u, _ in queries])
@@ -48,6 +52,10 @@ def test_contains_and_items_of_match_a_python_set() -> None:
     for r, user in enumerate(asked.tolist()):
         assert sorted(by_row[r]) == sorted(i for u, i in expected if u == user)
         assert len(by_row[r]) == len(set(by_row[r]))
+
+    # as one run (what a checkpoint stores): sorted, distinct, the same set
+    assert history.keys.tolist() == sorted(u << 32 | i for u, i in expected)
+    assert history.contains(qu, qi).tolist() == got
 
 
 def test_empty_history() -> None:

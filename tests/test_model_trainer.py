@@ -314,3 +314,68 @@ def test_window_with_non_finite_values_is_rolled_back() -> None:
         trainer.d.items[int(items[0])] = 0.0
     assert not trainer.train_window(*random_window(g, 16)).rolled_back
     assert all(torch.isfinite(p).all() for p in trainer.d.parameters())
+
+
+def _reference_ranks(trainer, users, items, cands, values) -> torch.Tensor:
+    """Ranks by the definition: candidates at least as close as the positive, not the
+    positive itself and not in the user's history, counted one by one in double."""
+    with torch.no_grad():
+        p, _ = trainer.d.read_users(users, values)
+        p, table = p.double(), trainer.d.items.double()
+        ranks = []
+        for n in range(users.numel()):
+            d_pos = torch.linalg.vector_norm(p[n] - table[items[n]])
+            d_c = torch.linalg.vector_norm(p[n] - table[cands[n]], dim=1)
+            seen = trainer.history.contains(users[n].expand_as(cands[n]), cands[n])
+            valid = ~seen & (cands[n] != items[n])
+            ranks.append(int(((d_c <= d_pos) & valid).sum()))
+    return torch.tensor(ranks)
+
+
+@pytest.mark.parametrize("n_items", [150, 5000])  # the matrix path; the gathered path
+def test_evaluate_ranks_match_the_definition_on_both_paths(n_items, monkeypatch) -> None:
+    trainer = WindowTrainer(ModelConfig(dim=8, slots=4, candidates=5, window=64), seed=3)
+    trainer.grow(40, n_items)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in trainer.d.parameters():
+            p.normal_(0.0, 1.0, generator=g)
+    seen_u, seen_i = random_window(g, 400, n_users=40, n_items=n_items)
+    trainer.history.add(seen_u, seen_i)
+    users, items = random_window(g, 300, n_users=40, n_items=n_items)
+    candidates = 100
+    drawn = {}
+    real_randint = torch.randint
+
+    def recording_randint(*args, **kwargs):
+        out = real_randint(*args, **kwargs)
+        drawn["cands"] = out
+        return out
+
+    monkeypatch.setattr(torch, "randint", recording_randint)
+    values = trainer.memory()
+    hits, ndcg, n = trainer._evaluate(users, items, values, n_items, candidates, 10,
+                                      torch.Generator().manual_seed(5))
+    monkeypatch.undo()
+    ranks = _reference_ranks(trainer, users, items, drawn["cands"], values)
+    assert n == 300 and hits == int((ranks < 10).sum()) and 0 < hits < 300
+    expected = float(torch.where(ranks < 10, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum())
+    assert ndcg == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_sample_scores_a_seeded_subset_of_the_known_interactions() -> None:
+    g = torch.Generator().manual_seed(7)
+    windows = [random_window(g, 64, n_users=10, n_items=30) for _ in range(3)]
+
+    def reports(sample):
+        trainer = WindowTrainer(ModelConfig(dim=8, slots=4, candidates=5, window=64), seed=3)
+        return [trainer.train_window(u, i, eval_candidates=20, eval_sample=sample)
+                for u, i in windows]
+
+    full, sampled, again = reports(None), reports(16), reports(16)
+    assert [r.evaluated for r in full][1:] == [64, 64]  # all known after the first window
+    assert [r.evaluated for r in sampled][1:] == [16, 16]
+    assert sampled == [replace(r, seconds=s.seconds) for r, s in zip(again, sampled)]
+    # evaluation draws from its own generator: training is the same whatever is scored
+    assert [r.d_loss for r in sampled] == [r.d_loss for r in full]
+    assert [r.g_loss for r in sampled] == [r.g_loss for r in full]
