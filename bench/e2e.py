@@ -285,7 +285,7 @@ async def _run_input(bootstrap: str, label: str, keys: list, values: list, windo
 
 def run_e2e(inputs: tuple[str, ...] = ("taobao", "synthetic"), synthetic_n: int = 1_000_000,
             taobao_n: int | None = None, window: int = 2048, faust_n: int = 200_000,
-            faust_max_s: float = 60, job_max_s: float = 240, paced_rate: float = 20_000,
+            faust_max_s: float = 60, job_max_s: float = 240, paced_rate: float = 10_000,
             paced_seconds: float = 30, bootstrap: str | None = None,
             out_dir: Path | None = None) -> dict[str, Any]:
     """All stages on one broker (a private bundled one unless `bootstrap`); returns the
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--faust-n", type=int, default=200_000)
     p.add_argument("--faust-max-s", type=float, default=60)
     p.add_argument("--job-max-s", type=float, default=240)
-    p.add_argument("--paced-rate", type=float, default=20_000)
+    p.add_argument("--paced-rate", type=float, default=10_000)
     p.add_argument("--paced-seconds", type=float, default=30)
     p.add_argument("--bootstrap")
     p.add_argument("--out-dir", type=Path)

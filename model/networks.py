@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import embedding  # not t[idx]: its backward sums in a fixed order
@@ -80,6 +82,37 @@ class Discriminator(nn.Module):
         return distance(p, v)
 
 
+_MIN_SQUARED = 1e-12  # d^2 floor: rounding can make it <= 0, where sqrt has no gradient
+
+
+def _distinct(index: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """torch.unique(index, return_inverse=True) for row ids below `rows`, by counting
+    instead of sorting: (sorted distinct ids, where each entry of `index` is in them)."""
+    present = torch.bincount(index.reshape(-1), minlength=rows) > 0
+    distinct = present.nonzero().squeeze(1)
+    position = torch.cumsum(present, 0) - 1
+    return distinct, position[index]
+
+
+class _GatherRows(torch.autograd.Function):
+    """table[index] along rows; the backward adds the gradients up with index_add_ (in
+    index order on CPU, so reproducible), several times cheaper than the dense
+    embedding backward for the H x J candidates of a window."""
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.rows, grad.shape[-1])
+        out.index_add_(0, index.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+        return out, None
+
+
 def _tower(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
@@ -106,7 +139,11 @@ class Generator(nn.Module):
         repeat items heavily), then its outputs are gathered.
         """
         u = self.user_tower(_rows(users, self.users, self.config))  # H x r
-        distinct, where = torch.unique(candidates, return_inverse=True)  # D, (H x J)
+        distinct, where = _distinct(candidates, self.items.shape[0])  # D, (H x J)
         towered = self.item_tower(_rows(distinct, self.items, self.config))  # D x r
-        v = embedding(where, towered)  # H x J x r
-        return distance(u.unsqueeze(1), v)
+        # ||u - v||^2 = ||u||^2 + ||v||^2 - 2 u.v: no H x J x r difference tensor
+        v = _GatherRows.apply(towered, where)  # H x J x r
+        norms = _GatherRows.apply((towered * towered).sum(1, keepdim=True), where).squeeze(-1)
+        dots = torch.bmm(v, u.unsqueeze(-1)).squeeze(-1)  # H x J
+        d2 = norms - 2.0 * dots + (u * u).sum(1, keepdim=True)
+        return d2.clamp_min(_MIN_SQUARED).sqrt()

@@ -112,9 +112,9 @@ class Settings:
     )
     eval_k: int = _setting(10, "MBNMRN_EVAL_K", "K of the online HR@K / NDCG@K")
     eval_sample: int = _setting(
-        0, "MBNMRN_EVAL_SAMPLE",
-        "score at most this many of a window's interactions, drawn uniformly, for the online "
-        "metrics (0: all of them)",
+        512, "MBNMRN_EVAL_SAMPLE",
+        "score at most this many of a window's known interactions, drawn uniformly, for the "
+        "online metrics (0: all; the model trains the same either way)",
     )
     lazy_adam: bool = _setting(
         True, "MBNMRN_LAZY_ADAM",

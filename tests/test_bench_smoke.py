@@ -18,6 +18,17 @@ def test_synthetic_values_are_distinct_valid_events() -> None:
     assert keys[0] == json.loads(values[0])["user_id"].encode()
 
 
+def test_train_speed_measures_both_aggregators_and_nmrn_on_the_same_stream(tmp_path) -> None:
+    from bench.train_speed import run_train_speed
+
+    result = run_train_speed(windows=(256, 512), nmrn_events=50, limit=1500, out_dir=tmp_path)
+    rows = result["rows"]
+    assert [r["method"] for r in rows][:1] == ["NMRN"] and len(rows) == 1 + 2 * 2 * 2
+    assert all(r["events_per_s"] > 0 and r["ratio_to_nmrn"] > 0 for r in rows)
+    assert {r["events"] for r in rows[1:]} == {1500}
+    assert (tmp_path / "train_speed.md").exists()
+
+
 def test_serving_reports_latency_and_throughput(tmp_path) -> None:
     from bench.serving import run_serving
 

@@ -379,3 +379,12 @@ def test_eval_sample_scores_a_seeded_subset_of_the_known_interactions() -> None:
     # evaluation draws from its own generator: training is the same whatever is scored
     assert [r.d_loss for r in sampled] == [r.d_loss for r in full]
     assert [r.g_loss for r in sampled] == [r.g_loss for r in full]
+
+
+def test_distinct_by_counting_is_torch_unique() -> None:
+    from model.networks import _distinct
+
+    index = torch.randint(0, 50, (30, 7), generator=torch.Generator().manual_seed(1))
+    distinct, where = _distinct(index, 60)
+    expected, inverse = torch.unique(index, return_inverse=True)
+    assert torch.equal(distinct, expected) and torch.equal(where, inverse)
