@@ -17,6 +17,7 @@ import gc
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,19 @@ def run_growth(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), windows: i
     """One row per size point: seconds per window, RSS, checkpoint bytes and write time."""
     import torch
 
-    from model.config import ModelConfig
     from model.recommender import Recommender
+    from streams.settings import Settings
     from model.vocab import IdVocab
     from streams.checkpoint import Checkpoint, CheckpointStore
 
     info = machine()
+    settings = Settings()  # the stream job's defaults
     rng = np.random.default_rng(seed)
     base_rss = rss_mib()
     rows: list[dict[str, Any]] = []
     for n in sizes:
         gc.collect()
-        rec = Recommender(ModelConfig(window=window), seed, "cpu")
+        rec = Recommender(replace(settings.model_config(), window=window), seed, "cpu")
         t = time.perf_counter()
         rec.users = IdVocab(f"u{i}" for i in range(n))
         rec.items = IdVocab(f"i{i}" for i in range(n))
@@ -62,7 +64,8 @@ def run_growth(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), windows: i
             users = [f"u{x}" for x in np.concatenate([known_u, new])]
             items = [f"i{x}" for x in np.concatenate([known_i, new])]
             t = time.perf_counter()
-            rec.train_window(users, items, eval_candidates=eval_candidates)
+            rec.train_window(users, items, eval_candidates=eval_candidates,
+                             eval_sample=settings.eval_sample)
             times.append(time.perf_counter() - t)
         rss = rss_mib()
         # checkpoint: state() then one atomic RocksDB write (sync on)
@@ -96,10 +99,12 @@ def run_growth(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), windows: i
     result = {"machine": info, "window": window, "eval_candidates": eval_candidates,
               "torch_threads": torch.get_num_threads(), "rows": rows}
     write_results("growth", result, {"Growth": rows}, notes=[
-        "model.recommender.Recommender on CPU, default ModelConfig (r=32, L=64, J=100,"
-        f" generator on), H={window}, eval candidates {eval_candidates}",
+        "model.recommender.Recommender on CPU with the stream job's model settings (r=32,"
+        f" L=64, J=100, generator on, lazy Adam), H={window}, online evaluation of"
+        f" {settings.eval_sample} interactions a window against {eval_candidates} candidates",
         "checkpoint = Recommender.state() + streams.checkpoint.CheckpointStore.save (one"
-        " RocksDB write batch, sync); the stream job does this after every window",
+        " RocksDB write batch, sync); the stream job does this at most every"
+        " MBNMRN_CHECKPOINT_INTERVAL_S, or 10x the last checkpoint's duration if longer",
         "RSS measured in one process with ascending sizes (an upper bound for small points)",
     ], out_dir=out_dir)
     return result

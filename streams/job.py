@@ -44,6 +44,8 @@ from streams.windowing import Window, WindowBuffer, partition_key, select, subse
 
 log = logging.getLogger(__name__)
 
+_CHECKPOINT_SHARE = 10  # checkpoint at most every 10x the last checkpoint's duration
+
 
 class StreamTrainer:
     """The stream job without Faust: usable from tests, benchmarks and the Faust service."""
@@ -78,6 +80,7 @@ class StreamTrainer:
         self._unpublished_metrics: list[dict[str, Any]] = []  # one per window
         self._uncheckpointed: Window | None = None  # newest window trained since a checkpoint
         self._published_at = self._checkpointed_at = time.monotonic()
+        self._checkpoint_s = 0.0  # how long the last checkpoint took
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -302,7 +305,8 @@ class StreamTrainer:
         Lists (and the metrics of the windows they cover) are published after every
         window while the consumer is caught up, otherwise at most every
         `publish_interval_s`. A checkpoint is taken at most every `checkpoint_interval_s`
-        and whenever the stream is idle, always right after a publish, so that it never
+        (or ten times as long as the last one took, if that is longer) and whenever the
+        stream is idle, always right after a publish, so that it never
         covers a window whose lists are not out. `later` events were accepted after the last trained
         window (they will be read again after a restart from this checkpoint).
         """
@@ -311,7 +315,10 @@ class StreamTrainer:
             if idle:
                 await self._save_position()
             return
-        checkpoint_due = idle or now - self._checkpointed_at >= s.checkpoint_interval_s
+        interval = s.checkpoint_interval_s
+        if interval:  # a big model: checkpoints spend at most ~1/10 of the time
+            interval = max(interval, _CHECKPOINT_SHARE * self._checkpoint_s)
+        checkpoint_due = idle or now - self._checkpointed_at >= interval
         if self._unpublished_metrics and (
             caught_up or checkpoint_due or now - self._published_at >= s.publish_interval_s
         ):
@@ -322,6 +329,7 @@ class StreamTrainer:
             t0 = time.perf_counter()
             await loop.run_in_executor(self._pool, self._checkpoint, window, later)
             self._checkpointed_at = time.monotonic()
+            self._checkpoint_s = time.perf_counter() - t0
             self.failpoints.reach("checkpointed", self.recommender.windows - 1)
             t1 = time.perf_counter()
             await self._commit(window)

@@ -128,8 +128,9 @@ class Settings:
     )
     checkpoint_interval_s: float = _setting(
         5.0, "MBNMRN_CHECKPOINT_INTERVAL_S",
-        "checkpoint at the first publish this long after the last checkpoint, and whenever "
-        "the stream goes idle (0: after every window); a crash retrains at most this much",
+        "checkpoint at the first publish this long after the last checkpoint (or 10x the "
+        "last checkpoint's duration, if longer), and whenever the stream goes idle (0: after "
+        "every window); a crash retrains what came after the last checkpoint",
     )
     data_dir: Path = _setting(
         Path(".mbnmrn"), "MBNMRN_DATA_DIR", "directory of the RocksDB checkpoint and Faust data"

@@ -40,21 +40,19 @@ def test_serving_reports_latency_and_throughput(tmp_path) -> None:
     assert result["approximate_index"] and (tmp_path / "serving.md").exists()
 
 
-def test_exact_top_k_matches_a_full_sort() -> None:
+def test_exact_top_k_matches_a_full_sort(monkeypatch) -> None:
     import torch
 
     from bench import serving
 
     gen = torch.Generator().manual_seed(1)
     items, q = torch.randn(1000, 8, generator=gen), torch.randn(5, 8, generator=gen)
-    old = serving.ITEM_CHUNK, serving.USER_CHUNK
-    serving.ITEM_CHUNK, serving.USER_CHUNK = 128, 2  # force several chunks and merges
-    try:
-        _, idx = serving.exact_top_k(q, items, (items * items).sum(1), 10)
-    finally:
-        serving.ITEM_CHUNK, serving.USER_CHUNK = old
-    expected = torch.cdist(q, items).topk(10, largest=False).indices
+    monkeypatch.setitem(serving.CHUNKS, "cpu", (2, 128))  # several blocks and merges
+    scores, idx = serving.exact_top_k(q, items, (items * items).sum(1), 10)
+    d = torch.cdist(q, items)
+    expected = d.topk(10, largest=False).indices
     assert torch.equal(idx.sort(1).values, expected.sort(1).values)
+    torch.testing.assert_close(scores, -(d.gather(1, idx) ** 2), rtol=1e-4, atol=1e-4)
 
 
 def test_growth_reports_memory_time_and_checkpoint(tmp_path) -> None:
