@@ -388,3 +388,30 @@ def test_distinct_by_counting_is_torch_unique() -> None:
     distinct, where = _distinct(index, 60)
     expected, inverse = torch.unique(index, return_inverse=True)
     assert torch.equal(distinct, expected) and torch.equal(where, inverse)
+
+
+@pytest.mark.parametrize("budget", [1 << 21, 64 * 7])  # one block; 7-item blocks merged
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_top_k_is_the_k_nearest_by_distance(budget, exclude_seen, monkeypatch) -> None:
+    import model.trainer as trainer_module
+
+    monkeypatch.setitem(trainer_module._TOPK_BUDGET, "cpu", budget)
+    trainer = WindowTrainer(ModelConfig(dim=8, slots=4, candidates=5, window=64), seed=3)
+    trainer.grow(150, 60)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in trainer.d.parameters():
+            p.normal_(0.0, 1.0, generator=g)
+    seen_u, seen_i = random_window(g, 900, n_users=150, n_items=60)
+    trainer.history.add(seen_u, seen_i)
+    users = torch.arange(150)
+    idx, scores = trainer.top_k(users, 5, exclude_seen=exclude_seen)
+
+    with torch.no_grad():
+        p, _ = trainer.d.read_users(users, trainer.memory())
+        d = torch.cdist(p.double(), trainer.d.items[:60].double())
+    if exclude_seen:
+        d[seen_u, seen_i] = math.inf
+    expected = d.topk(5, largest=False)
+    assert torch.equal(idx.sort(1).values, expected.indices.sort(1).values)
+    torch.testing.assert_close(scores.double(), -expected.values, rtol=1e-4, atol=1e-4)
