@@ -123,7 +123,8 @@ def run_serving(items: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int 
                       " via one matmul per %d-user x %d-item block (CPU) + torch.topk, merged"
                       % ((dim, k) + CHUNKS["cpu"]),
                       "WindowTrainer.top_k includes the memory read of the users (Eq. 3) and"
-                      " ranks whole rows in blocks of at most 2^21 user x item floats (CPU)",
+                      " ranks in blocks of at most 2^21 user x item floats (64 users x 32,768"
+                      " items on CPU), with the item norms cached between model updates",
                   ], out_dir=out_dir)
     return result
 

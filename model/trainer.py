@@ -95,6 +95,8 @@ class WindowTrainer:
         self.base_users = torch.empty(0, dtype=torch.long, device=self.device)
         self.base_items = torch.empty(0, dtype=torch.long, device=self.device)
         self._current: Tensor | None = None
+        self._norms: Tensor | None = None  # cache of _item_norms()
+        self._norms_key: tuple | None = None
 
     # ---- growth -------------------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class WindowTrainer:
         cands = torch.randint(0, n_items, (n, candidates - 1), generator=rng, device=self.device)
         p, _ = self.d.read_users(users, values)
         catalogue = self.d.items[:n_items]  # M x r
-        norms = (catalogue * catalogue).sum(dim=1)  # M
+        norms = self._item_norms()[:n_items]  # M
         beats = torch.empty(n, candidates - 1, dtype=torch.bool, device=self.device)
         if n_items <= 8 * candidates:
             # Small catalogue: squared distances to every item by one matrix product per
@@ -308,6 +310,18 @@ class WindowTrainer:
         gains = torch.where(hit, 1.0 / torch.log2(ranks.double() + 2.0), 0.0)
         return int(hit.sum()), float(gains.sum()), n
 
+    def _item_norms(self) -> Tensor:
+        """||v||^2 of every item row (M,), recomputed only when the table has changed
+        (an optimiser step or growth bumps the tensor's version)."""
+        items = self.d.items
+        key = (id(items), items.data_ptr(), items._version, self.n_items)
+        if self._norms_key != key:
+            with torch.no_grad():
+                catalogue = items[: self.n_items]
+                self._norms = (catalogue * catalogue).sum(dim=1)
+            self._norms_key = key
+        return self._norms
+
     # ---- top-K --------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -322,7 +336,7 @@ class WindowTrainer:
         values = self.memory()
         p, _ = self.d.read_users(users, values)  # U x r
         catalogue = self.d.items[: self.n_items]  # M x r
-        norms = (catalogue * catalogue).sum(dim=1)  # M
+        norms = self._item_norms()  # M
         budget = _TOPK_BUDGET.get(self.device.type, _TOPK_BUDGET["cpu"])
         # blocks of (users x items) floats within the budget, at least 64 users a block:
         # a big catalogue is scanned in item blocks whose top-k are merged
