@@ -172,7 +172,8 @@ def _print_report(r: DemoReport, status: dict, metrics: list[dict], names: dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__)
     parser.add_argument("--since", default="2011-11-01")
-    parser.add_argument("--until", default="2011-12-09", help="exclusive (default: the last full day)")
+    parser.add_argument("--until", default="2011-12-09",
+                        help="exclusive (default: the last full day)")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--flush-seconds", type=float, default=2.0)

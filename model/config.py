@@ -25,7 +25,7 @@ class ModelConfig:
     lr: float = 1e-3  # Adam, both discriminator and generator
     init_std: float = 0.01  # N(0, 0.01^2) for every parameter but the conv kernel
     aggregator: str = "attn"  # market vector aggregator: "attn" (Eq. 17-19) or "conv" (Eq. 15-16)
-    use_generator: bool = True  # False: the negative is one uniform candidate (paper's Fig. 3 set-up)
+    use_generator: bool = True  # False: one uniform candidate (the paper's Fig. 3 set-up)
     reward_baseline: bool = False  # subtract the mean reward in REINFORCE (paper: none)
     generator_hidden: int = 32  # width of the generator's MLP towers
     # ---- options of ours, not the paper's (defaults keep the paper's reading) ----

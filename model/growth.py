@@ -26,9 +26,9 @@ def grow_rows(
     """Replace parameter `module.<name>` (n, r) by one with `rows` rows.
 
     Old rows are copied unchanged; new rows are drawn from N(0, std^2). If an
-    optimiser (a torch one or a `model.optim.NetAdam`) holds the parameter, it is re-pointed at the new one and its per-row
-    state (Adam's moments) is padded with zeros; scalar state such as Adam's step
-    count is kept.
+    optimiser (a torch one or a `model.optim.NetAdam`) holds the parameter, it is
+    re-pointed at the new one and its per-row state (Adam's moments) is padded with
+    zeros; scalar state such as Adam's step count is kept.
     """
     old: nn.Parameter = getattr(module, name)
     n, r = old.shape

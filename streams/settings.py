@@ -32,7 +32,8 @@ def _setting(default: Any, env: str, help: str, choices: tuple[str, ...] = ()) -
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = _setting(
-        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, host:port[,host:port]"
+        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
+        "Kafka bootstrap servers, host:port[,host:port]",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "security protocol of every Kafka client",
@@ -192,7 +193,8 @@ class Settings:
             self._fail("eval_candidates", self.eval_candidates, "must be >= 2")
         unknown = set(self.train_event_types) - EVENT_TYPES
         if unknown or not self.train_event_types:
-            self._fail("event_types", self.event_types, f"must be a subset of {sorted(EVENT_TYPES)}")
+            self._fail("event_types", self.event_types,
+                       f"must be a subset of {sorted(EVENT_TYPES)}")
 
     def __repr__(self) -> str:
         shown = []
