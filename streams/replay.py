@@ -193,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--time-zone", default="UTC", help="zone of naive times in the file")
     src.add_argument("--event-type-default", default="purchase")
     sel = p.add_argument_group("selection")
-    sel.add_argument("--since", help="first time kept (epoch s or ISO date), inclusive")
-    sel.add_argument("--until", help="end time (epoch s or ISO date), exclusive")
+    sel.add_argument("--since", type=_time_bound,
+                     help="first time kept (epoch s or ISO date), inclusive")
+    sel.add_argument("--until", type=_time_bound,
+                     help="end time (epoch s or ISO date), exclusive")
     sel.add_argument("--event-types", help="comma-separated event types to keep")
     sel.add_argument("--limit", type=int)
     sel.add_argument("--products-only", action="store_true",
@@ -206,9 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
                      default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
     out.add_argument("--partitions", type=int,
                      help="create the topic with this many partitions if it is missing")
-    out.add_argument("--rate", type=float, help="events per second (default: as fast as can)")
+    out.add_argument("--rate", type=_positive_rate,
+                     help="events per second (default: as fast as can)")
     out.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _time_bound(text: str) -> str:
+    """argparse type: an epoch number or an ISO date/time, checked here, kept as given."""
+    try:
+        datasets.to_epoch(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither epoch seconds nor an ISO date/time (e.g. 2011-11-01)"
+        ) from None
+    return text
+
+
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not rate > 0 or rate == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of events/s")
+    return rate
 
 
 def main(argv: list[str] | None = None) -> int:

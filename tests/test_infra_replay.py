@@ -69,6 +69,20 @@ def test_replay_cli_reports_an_unreachable_broker(capsys: pytest.CaptureFixture)
     assert "error:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--since", "notadate"], "--since: 'notadate' is neither epoch seconds nor an ISO"),
+    (["--until", "2011-13-45"], "--until: '2011-13-45' is neither"),
+    (["--rate", "-5"], "--rate: '-5' is not a positive number"),
+    (["--rate", "inf"], "--rate: 'inf' is not a positive number"),
+])
+def test_replay_cli_refuses_bad_bounds_and_rates_with_a_usage_error(
+        args, message, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        replay_mod.main(["--dataset", "diginetica-sample", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @integration
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 def test_replay_online_retail_round_trip(kafka_bootstrap: str,
