@@ -3,19 +3,28 @@
 It is the single writer of the model. It reads the input topic with its own batched
 aiokafka consumer (manually assigned to every partition, so no group rebalance can
 interrupt a window) because Faust's per-event stream path tops out near 5k events/s
-here (../shared/BROKER.md). Per window, in this order:
+here (../shared/BROKER.md). Per window:
 
 1. score the window with the model as it stands (online test-then-train metrics),
-2. one discriminator/generator step and one memory write,
-3. publish top-K lists for the window's users, metrics, and pending dead letters,
-   and wait until the broker has them,
+2. one discriminator/generator step and one memory write.
+
+Then, after every window while the consumer is caught up (at most every
+`publish_interval_s` while it is behind):
+
+3. rank every user trained since the last publish with the newest model, publish their
+   lists, the pending windows' metrics and dead letters, and wait until the broker has
+   them;
+
+and at most every `checkpoint_interval_s`, whenever the stream is idle, and on stop,
+right after such a publish:
+
 4. write one atomic checkpoint: model, optimisers, memory, vocabularies, offsets,
 5. commit the offsets to the consumer group (monitoring only: the checkpoint is the
    source of truth, and on restart records below its offsets are skipped).
 
-A crash anywhere before 4 retrains the same window on restart with the same seeds,
-so the model ends as if nothing had happened; lists and dead letters of that window
-may be published twice (at least once, identical contents).
+A crash anywhere retrains the windows after the last checkpoint on restart with the same
+seeds, so the model ends as if nothing had happened; their lists and dead letters may be
+published twice (at least once, identical contents).
 """
 
 from __future__ import annotations
