@@ -253,13 +253,12 @@ class StreamTrainer:
                     await self._train_one(window)
                     await self._settle(later, caught_up and i == len(windows) - 1)
                 self.buffer.postpone(time.monotonic() - busy)  # our own time is not waiting
-                if caught_up and self.buffer.due(flush_s):
-                    window = self.buffer.flush()
-                    if window is not None:
-                        await self._train_one(window)
-                        await self._settle(0, caught_up=True)
-                if not polled:
-                    await self._settle(len(self.buffer), caught_up=True, idle=True)
+                flushed = self.buffer.flush() if caught_up and self.buffer.due(flush_s) else None
+                if flushed is not None:
+                    await self._train_one(flushed)
+                    await self._settle(0, caught_up=True)
+                if not windows and flushed is None:  # a quiet poll, or only untrainable records
+                    await self._settle(len(self.buffer), caught_up, idle=not polled)
             # stopped: what was trained is published and checkpointed before run() returns
             await self._settle(len(self.buffer), caught_up=True, idle=True)
         except Stopping as exc:
@@ -315,14 +314,14 @@ class StreamTrainer:
         window while the consumer is caught up, otherwise at most every
         `publish_interval_s`. A checkpoint is taken at most every `checkpoint_interval_s`
         (or ten times as long as the last one took, if that is longer) and whenever the
-        stream is idle, always right after a publish, so that it never
-        covers a window whose lists are not out. `later` events were accepted after the last trained
-        window (they will be read again after a restart from this checkpoint).
+        stream is idle, always right after a publish, so that it never covers a window
+        whose lists are not out. `later` events were accepted after the last trained
+        window (they will be read again after a restart from this checkpoint). With
+        nothing trained since the last checkpoint, only the position may be saved.
         """
         s, now = self.settings, time.monotonic()
         if self._uncheckpointed is None:
-            if idle:
-                await self._save_position()
+            await self._save_position()
             return
         interval = s.checkpoint_interval_s
         if interval:  # a big model: checkpoints spend at most ~1/10 of the time

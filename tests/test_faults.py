@@ -249,3 +249,40 @@ def test_a_recreated_topic_is_reported_at_start_up(unique_name, tmp_path, caplog
         assert str(settings.checkpoint_dir) in caplog.text
     finally:
         broker.stop()
+
+
+def test_trained_windows_are_checkpointed_while_only_bad_records_keep_coming(
+        kafka_bootstrap, unique_name, tmp_path):
+    # One window, then a record every 0.1 s that does not train: no poll is ever quiet, and
+    # the checkpoint must still come within its interval, not wait for the stream to idle.
+    settings = _settings(kafka_bootstrap, unique_name, tmp_path, window_size=4,
+                         checkpoint_interval_s=1, flush_seconds=600)
+    asyncio.run(run_job(StreamTrainer(settings), lambda job: True))  # creates the topics
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for n in range(4):
+        producer.send(settings.input_topic, _event(f"u{n}", f"i{n}"))
+    producer.flush()
+
+    async def scenario() -> tuple[dict, float]:
+        job = StreamTrainer(settings)
+        await job.start()
+        task = asyncio.create_task(job.run())
+        try:
+            while job.recommender.windows < 1:
+                assert not task.done()
+                await asyncio.sleep(0.05)
+            trained_at = time.monotonic()
+            while not job.checkpointed_offsets and time.monotonic() - trained_at < 15:
+                producer.send(settings.input_topic, b"not json")
+                producer.flush()
+                await asyncio.sleep(0.1)
+            return dict(job.checkpointed_offsets), time.monotonic() - trained_at
+        finally:
+            await job.stop()
+            await asyncio.wait_for(task, 30)
+            await job.close()
+
+    offsets, waited = asyncio.run(scenario())
+    producer.close()
+    assert offsets and offsets[f"{settings.input_topic}/0"] >= 4
+    assert waited < 5
