@@ -32,7 +32,7 @@ WINDOW = 256
 # window is cut by the flush time bound, so its boundary depends on timing (the one named
 # source of non-determinism); with full windows only, and a bound that cannot expire, an
 # interrupted run must end bit-identical to an unbroken one (with the same torch thread
-# count: float reductions depend on it, so the in-process reference keeps the default).
+# count: float reductions depend on it; the reference is a worker process like the others).
 EVENTS = 1811
 WINDOWS = 7
 NO_FLUSH = "600"
@@ -54,10 +54,17 @@ def _settings_of(env: dict[str, str]) -> Settings:
 
 
 def _reference(env: dict[str, str], data_dir: Path) -> None:
-    """The same job, never killed, in this process."""
-    settings = Settings.from_env({**env, "MBNMRN_DATA_DIR": str(data_dir)}, device="cpu")
-    asyncio.run(run_job(StreamTrainer(settings), lambda j: j.recommender.windows == WINDOWS
-                        and j.buffer.opened_at is None))
+    """The same job, never killed: a worker process of its own, like the ones it is compared
+    with (not this test process, whose earlier tests may have left state behind), on the
+    same input topic, with its own data directory, group and app."""
+    ref = {**env, "MBNMRN_DATA_DIR": str(data_dir), "MBNMRN_CRASH_AT": "",
+           "MBNMRN_GROUP_ID": env["MBNMRN_GROUP_ID"] + "-reference",
+           "MBNMRN_APP_ID": env["MBNMRN_APP_ID"] + "-reference"}
+    worker = start_worker(ref, data_dir.parent / "reference.log", free_port())
+    try:
+        worker.wait_until(_finished, timeout_s=120)
+    finally:
+        assert worker.stop() == 0, worker.tail()
 
 
 def _assert_same_checkpoint(a: Path, b: Path, trained: int) -> None:
