@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from bench.common import load, machine, percentiles, write_results
+from model.memory import nearest
 
 # (users, items) per matmul block: on CPU 64 x 32,768 floats (8 MiB, stays in cache; a
 # 128 MiB block ran about 3x slower, the pass being memory-bound), on a GPU 128 MiB
@@ -25,33 +26,11 @@ CHUNKS = {"cpu": (64, 32_768), "cuda": (128, 262_144)}
 @torch.no_grad()
 def exact_top_k(queries: torch.Tensor, items: torch.Tensor, item_sq: torch.Tensor,
                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores -d^2, item rows) of the k nearest items, (U, k) each, a block of users at a
-    time; queries (U, r), items (M, r), item_sq (M,) = squared norms. Exact."""
-    users, _ = CHUNKS.get(items.device.type, CHUNKS["cpu"])
-    parts = [_exact_chunk(queries[lo:lo + users], items, item_sq, k)
-             for lo in range(0, queries.shape[0], users)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
-def _exact_chunk(queries: torch.Tensor, items: torch.Tensor, item_sq: torch.Tensor,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One user chunk: per item chunk, -d^2 via one matmul and its top-k, merged."""
-    _, step = CHUNKS.get(items.device.type, CHUNKS["cpu"])
-    q_sq = (queries * queries).sum(1, keepdim=True)  # U x 1, added to the k kept only
-    best_s, best_i = None, None
-    for lo in range(0, items.shape[0], step):
-        chunk = items[lo:lo + step]
-        d = torch.addmm(item_sq[lo:lo + step], queries, chunk.T, alpha=-2.0)  # d^2 - |q|^2
-        s, i = torch.topk(d, min(k, chunk.shape[0]), dim=1, largest=False)
-        s = -(s + q_sq)
-        i = i + lo
-        if best_s is None:
-            best_s, best_i = s, i
-        else:
-            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
-            best_i = torch.gather(torch.cat([best_i, i], 1), 1, j)
-            best_s = s
-    return best_s, best_i
+    """(scores -d^2, item rows) of the k nearest items, (U, k) each, for queries (U, r),
+    items (M, r), item_sq (M,) = squared norms: `model.memory.nearest` in the blocks of
+    CHUNKS. Exact."""
+    d2, idx = nearest(queries, items, item_sq, k, CHUNKS.get(items.device.type, CHUNKS["cpu"]))
+    return -d2, idx
 
 
 def _time_calls(fn, repeats: int, device: str) -> list[float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +32,51 @@ def squared_distances(q: Tensor, items: Tensor, item_norms: Tensor) -> Tensor:
     """
     d2 = torch.addmm(item_norms, q, items.T, alpha=-2.0)
     return d2.add_((q * q).sum(dim=1, keepdim=True))
+
+
+def nearest(
+    q: Tensor,
+    items: Tensor,
+    item_norms: Tensor,
+    k: int,
+    block: tuple[int, int],
+    seen: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The k items nearest to each query, exactly: squared distances (U, k), ascending,
+    and item rows (U, k), for q (U, r), items (M, r), item_norms (M,).
+
+    `block` = (queries, items) scored at a time, one matrix product each; the item
+    blocks' top-k are merged. ||q||^2 does not change a row's order, so it is added to the
+    k kept only. `seen` = (query row, item row) pairs to leave out (distance inf).
+    """
+    n, m = q.shape[0], items.shape[0]
+    k = min(k, m)
+    step_q, step_m = block
+    out_d2, out_idx = [], []
+    for lo in range(0, n, step_q):
+        qb = q[lo : lo + step_q]
+        if seen is not None:
+            mine = (seen[0] >= lo) & (seen[0] < lo + step_q)
+            seen_rows, seen_items = seen[0][mine] - lo, seen[1][mine]
+        best, best_idx = None, None
+        for start in range(0, m, step_m):
+            stop = min(start + step_m, m)
+            d2 = torch.addmm(item_norms[start:stop], qb, items[start:stop].T, alpha=-2.0)
+            if seen is not None:
+                inside = (seen_items >= start) & (seen_items < stop)
+                d2[seen_rows[inside], seen_items[inside] - start] = math.inf
+            part, idx = torch.topk(d2, min(k, stop - start), dim=1, largest=False)
+            idx += start
+            if best is not None:
+                part, pick = torch.topk(torch.cat([best, part], 1), k, dim=1, largest=False)
+                idx = torch.cat([best_idx, idx], 1).gather(1, pick)
+            best, best_idx = part, idx
+        out_d2.append((best + (qb * qb).sum(1, keepdim=True)).clamp_(min=0.0))
+        out_idx.append(best_idx)
+    if not out_idx:
+        empty = torch.empty(0, k, device=q.device, dtype=q.dtype)
+        return empty, empty.long()
+    return torch.cat(out_d2), torch.cat(out_idx)
 
 
 def distance(p: Tensor, v: Tensor) -> Tensor:

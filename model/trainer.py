@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from torch.nn.functional import embedding
 from model.config import ModelConfig
 from model.growth import grow_rows, grown_capacity
 from model.history import InteractionHistory
-from model.memory import squared_distances
+from model.memory import nearest, squared_distances
 from model.networks import Discriminator, Generator
 from model.optim import NetAdam
 
@@ -338,31 +337,9 @@ class WindowTrainer:
         catalogue = self.d.items[: self.n_items]  # M x r
         norms = self._item_norms()  # M
         budget = _TOPK_BUDGET.get(self.device.type, _TOPK_BUDGET["cpu"])
-        # blocks of (users x items) floats within the budget, at least 64 users a block:
-        # a big catalogue is scanned in item blocks whose top-k are merged
+        # blocks of (users x items) floats within the budget, at least 64 users a block
         item_block = max(1, min(self.n_items, budget // 64))
-        user_block = max(1, budget // item_block)
-        out_items, out_scores = [], []
-        for lo in range(0, users.numel(), user_block):
-            q = p[lo : lo + user_block]
-            seen = self.history.items_of(users[lo : lo + user_block]) if exclude_seen else None
-            best, best_idx = None, None
-            for start in range(0, self.n_items, item_block):
-                stop = min(start + item_block, self.n_items)
-                # ||v||^2 - 2 q.v ranks like the distance; ||q||^2 is added to the k kept
-                d2 = torch.addmm(norms[start:stop], q, catalogue[start:stop].T, alpha=-2.0)
-                if seen is not None:
-                    inside = (seen[1] >= start) & (seen[1] < stop)
-                    d2[seen[0][inside], seen[1][inside] - start] = math.inf
-                part, idx = torch.topk(d2, min(k, stop - start), dim=1, largest=False)
-                idx += start
-                if best is not None:
-                    part, pick = torch.topk(torch.cat([best, part], 1), k, dim=1, largest=False)
-                    idx = torch.cat([best_idx, idx], 1).gather(1, pick)
-                best, best_idx = part, idx
-            out_items.append(best_idx)
-            out_scores.append(-torch.sqrt((best + (q * q).sum(1, keepdim=True)).clamp_(min=0.0)))
-        if not out_items:
-            empty = torch.empty(0, k, device=self.device)
-            return empty.long(), empty
-        return torch.cat(out_items), torch.cat(out_scores)
+        block = (max(1, budget // item_block), item_block)
+        seen = self.history.items_of(users) if exclude_seen else None
+        d2, idx = nearest(p, catalogue, norms, k, block, seen)
+        return idx, -torch.sqrt(d2)

@@ -6,6 +6,8 @@ import json
 import logging
 import pickle
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,20 @@ def assert_same_tensors(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
 def raw_db(path: Path) -> rocksdict.Rdict:
     """The store's RocksDB opened directly, as raw bytes; close the store first."""
     return rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+
+
+@contextmanager
+def two_checkpoints_to_damage(path: Path) -> Iterator[rocksdict.Rdict]:
+    """Save checkpoints 0 and 1 (windows 1 and 2) at `path`, then give the store's RocksDB
+    opened raw, to damage; it is closed afterwards."""
+    with CheckpointStore(path) as store:
+        store.save(make_checkpoint(1))
+        store.save(make_checkpoint(2))
+    db = raw_db(path)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def tensor_key(seq: int, name: str) -> bytes:
@@ -204,16 +220,9 @@ def test_corrupt_tensor_falls_back_to_the_previous_checkpoint(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "ckpt"
-    with CheckpointStore(path) as store:
-        store.save(make_checkpoint(1))
-        store.save(make_checkpoint(2))
-
-    db = raw_db(path)
-    try:
+    with two_checkpoints_to_damage(path) as db:
         good = db[tensor_key(1, "w")]
         db[tensor_key(1, "w")] = bytes(b ^ 0xFF for b in good)  # same length, other bytes
-    finally:
-        db.close()
 
     with caplog.at_level(logging.WARNING, logger="streams.checkpoint"):
         with CheckpointStore(path) as store:
@@ -228,14 +237,8 @@ def test_corrupt_tensor_falls_back_to_the_previous_checkpoint(
 
 def test_missing_tensor_value_falls_back_to_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "ckpt"
-    with CheckpointStore(path) as store:
-        store.save(make_checkpoint(1))
-        store.save(make_checkpoint(2))
-    db = raw_db(path)
-    try:
+    with two_checkpoints_to_damage(path) as db:
         del db[tensor_key(1, "w")]
-    finally:
-        db.close()
     with CheckpointStore(path) as store:
         loaded = store.load_latest()
     assert loaded is not None and loaded.window == 1
@@ -246,15 +249,9 @@ def test_truncated_manifest_falls_back_to_the_previous_checkpoint(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: int
 ) -> None:
     path = tmp_path / "ckpt"
-    with CheckpointStore(path) as store:
-        store.save(make_checkpoint(1))
-        store.save(make_checkpoint(2))
-    db = raw_db(path)
-    try:
+    with two_checkpoints_to_damage(path) as db:
         raw = db[manifest_key(1)]
         db[manifest_key(1)] = raw[:cut]
-    finally:
-        db.close()
 
     with caplog.at_level(logging.WARNING, logger="streams.checkpoint"):
         with CheckpointStore(path) as store:
@@ -266,15 +263,9 @@ def test_truncated_manifest_falls_back_to_the_previous_checkpoint(
 
 def test_all_checkpoints_damaged_raises_naming_each(tmp_path: Path) -> None:
     path = tmp_path / "ckpt"
-    with CheckpointStore(path) as store:
-        store.save(make_checkpoint(1))
-        store.save(make_checkpoint(2))
-    db = raw_db(path)
-    try:
+    with two_checkpoints_to_damage(path) as db:
         db[tensor_key(0, "w")] = b"\x00" * 16
         db[manifest_key(1)] = db[manifest_key(1)][:-2]
-    finally:
-        db.close()
 
     with CheckpointStore(path) as store:
         with pytest.raises(CheckpointError) as excinfo:
