@@ -355,7 +355,7 @@ class StreamTrainer:
         metrics = self._unpublished_metrics
         metrics[-1]["lists_published"] = len(lists)
         t1 = time.perf_counter()
-        await self.publisher.publish(version - 1, version, lists, metrics, self._stopping)
+        await self.publisher.publish(version, lists, metrics, self._stopping)
         self.failpoints.reach("published", version - 1)
         self._unpublished_users.clear()
         self._unpublished_metrics = []

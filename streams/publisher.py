@@ -89,20 +89,23 @@ class Publisher:
         await retry("sending dead letters", attempt, stopping=stopping)
         self._dead_letters.clear()
 
-    async def publish(self, window: int, version: int, lists: dict[str, list[Recommendation]],
+    async def publish(self, version: int, lists: dict[str, list[Recommendation]],
                       metrics: list[dict[str, Any]], stopping: asyncio.Event) -> None:
-        """Send lists made by model `version` (after `window`) and the metrics of the
-        windows they cover, retrying the whole set until acknowledged."""
+        """Send lists made by model `version` (trained through window `version - 1`) and
+        the metrics of the windows they cover, retrying the whole set until acknowledged.
+        Records are encoded once; a retry sends the same bytes."""
+        s, window, now = self.settings, version - 1, now_iso()
+        lists_out = [
+            (user.encode(), json.dumps(list_value(user, recs, version, window, now)).encode())
+            for user, recs in lists.items()
+        ]
+        metrics_out: list[tuple[bytes | None, bytes]] = [
+            (None, json.dumps(m).encode()) for m in metrics
+        ]
 
         async def attempt() -> None:
-            s, now = self.settings, now_iso()
-            lists_out = [
-                (user.encode(), json.dumps(list_value(user, recs, version, window, now)).encode())
-                for user, recs in lists.items()
-            ]
             futures = await self._send(s.recommendations_topic, lists_out)
-            futures += await self._send(s.metrics_topic,
-                                        [(None, json.dumps(m).encode()) for m in metrics])
+            futures += await self._send(s.metrics_topic, metrics_out)
             await asyncio.gather(*futures[: len(futures) // 2])
             self.failpoints.reach("publishing", window)  # about half of it delivered
             await asyncio.gather(*futures)
